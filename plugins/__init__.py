@@ -1,0 +1,1 @@
+"""seqkd's built-in method plugins, one folder each, loaded through the ``seqkd`` entry-point group."""

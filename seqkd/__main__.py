@@ -1,0 +1,5 @@
+import sys
+
+from seqkd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""The ``seqkd`` command line. It parses arguments and prints; the work happens elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+import seqkd
+from seqkd.plugins import get_registry
+
+
+def _recipes_root() -> Path:
+    return Path(seqkd.__file__).resolve().parent.parent / "recipes"
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    for info in registry.plugins:
+        print(f"{info.name}  ({info.distribution} {info.version})")
+        if args.verbose:
+            print(f"  module:  {info.module}")
+        if info.error:
+            print(f"  FAILED:  {info.error}")
+            continue
+        if info.tasks:
+            for name in info.tasks:
+                cls = registry.tasks[name]
+                print(f"  task:    {name}  capabilities: {', '.join(sorted(cls.capabilities))}")
+        for name in info.methods:
+            cls = registry.methods[name]
+            needs = ", ".join(sorted(cls.requires)) or "-"
+            print(f"  method:  {name}  needs: {needs}  - {cls.description}")
+    return 1 if any(i.error for i in registry.plugins) and args.strict else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from seqkd.recipe import load_recipe
+
+    for path in args.files:
+        load_recipe(path, args.overrides)
+        print(f"{path}: ok")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from seqkd.recipe import load_recipe
+
+    recipe = load_recipe(args.file, args.overrides)
+    print(yaml.safe_dump(recipe.resolved(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    root = _recipes_root()
+    for path in sorted(root.rglob("*.yaml")):
+        raw = yaml.safe_load(path.read_text()) or {}
+        print(f"{path.relative_to(root)}  - {raw.get('description', '')}")
+    return 0
+
+
+def format_table(reports) -> str:
+    from seqkd.engine import StageReport  # noqa: F401  (for the reader: rows are StageReports)
+
+    rows = [("stage", "method", "params", "BLEU", "chrF", "sent/s", "speed")]
+    base = next((r.metrics.get("sentences_per_second") for r in reports if r.metrics), None)
+    for r in reports:
+        m = r.metrics
+        sps = m.get("sentences_per_second")
+        rows.append((
+            r.name, r.method, f"{r.parameters / 1e6:.2f}M",
+            f"{m['bleu']:.2f}" if "bleu" in m else "-",
+            f"{m['chrf']:.2f}" if "chrf" in m else "-",
+            f"{sps:.1f}" if sps else "-",
+            f"{sps / base:.2f}x" if sps and base else "-",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from seqkd.engine import Engine
+    from seqkd.recipe import load_recipe
+
+    recipe = load_recipe(args.file, args.overrides)
+    reports = Engine(recipe, force=args.force).run(only=args.stage)
+    print(format_table(reports))
+    signature = next((r.metrics.get("bleu_signature") for r in reports if r.metrics), None)
+    if signature:
+        print(f"\nBLEU: {signature}\nrun folder: {recipe.output_dir}")
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from seqkd.engine import Engine, load_trained_model
+    from seqkd.recipe import load_recipe
+
+    recipe = load_recipe(args.file, args.overrides)
+    engine = Engine(recipe)
+    engine.task.prepare()
+    model_path = engine.stage_dir(args.stage) / "model.pt"
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path}: stage {args.stage!r} has not been trained; run the recipe first")
+    model = load_trained_model(engine.task, model_path, check_vocabulary=True)
+    stream = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    sources = [line.strip() for line in stream]
+    options = recipe.evaluation.model_copy(update={"beam_size": args.beam} if args.beam else {})
+    hypotheses, _ = engine.task.translate(model, sources, options)
+    print("\n".join(hypotheses))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqkd", description="Distil sequence models: teachers into small, fast students.")
+    parser.add_argument("--version", action="version", version=f"seqkd {seqkd.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list plugins and the tasks and methods they add")
+    p.add_argument("--verbose", action="store_true", help="also show where each plugin was loaded from")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if a plugin failed to load")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("validate", help="check recipes; exit non-zero with the field and line of each problem")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_validate)
+
+    for name, func, text in (
+        ("show", cmd_show, "print the fully resolved recipe (defaults filled in)"),
+        ("run", cmd_run, "run a recipe's stages (resumes and reuses finished stages)"),
+        ("translate", cmd_translate, "translate stdin or a file with a trained stage's model"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("file", type=Path)
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.max_steps=200")
+        p.set_defaults(func=func)
+        if name == "run":
+            p.add_argument("--force", action="store_true", help="replace stage folders of a different configuration")
+            p.add_argument("--stage", action="append", help="run only these stages (earlier ones must be done)")
+        if name == "translate":
+            p.add_argument("--stage", required=True, help="which stage's model translates")
+            p.add_argument("--input", type=Path, help="file to translate (default: stdin)")
+            p.add_argument("--beam", type=int, help="beam size (default: the recipe's evaluation.beam_size)")
+
+    p = sub.add_parser("recipes", help="list the shipped recipes")
+    p.set_defaults(func=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "overrides", None) is None:
+        args.overrides = []
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except Exception as exc:  # errors a user can act on are printed without a traceback
+        from seqkd.errors import SeqkdError
+
+        if isinstance(exc, (SeqkdError, FileNotFoundError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Task adapters: everything task-specific (data, models, forward outputs, decoding, metrics)."""

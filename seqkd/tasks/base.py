@@ -1,0 +1,100 @@
+"""The task-adapter contract that the engine and every method rely on.
+
+A task adapter turns a recipe's ``task:`` section into data batches, builds a model for a role,
+runs a forward pass that returns a *typed* output, and evaluates a trained model. Methods never
+touch a model's internals; they ask the adapter through the capabilities it declares:
+
+- ``token_logits``: ``forward`` returns :class:`TokenLogits` (per-position vocabulary logits),
+- ``generation``: ``evaluate`` / ``translate`` decode with a search (beam search, Viterbi, ...).
+
+Later adapters add their own output types and capabilities (``crf``, ``hidden_states``, ...).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from pydantic import BaseModel
+
+
+class Batch(Protocol):
+    """Whatever an adapter batches; the engine only moves it and counts its targets."""
+
+    def to(self, device: torch.device) -> "Batch": ...
+
+    @property
+    def num_target_elements(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class TokenLogits:
+    """Per-position logits over a vocabulary, the targets they predict and which are real."""
+
+    logits: torch.Tensor  # (N, T, V)
+    targets: torch.Tensor  # (N, T)
+    mask: torch.Tensor  # (N, T) bool, False at padding
+
+
+class BatchReader(Protocol):
+    """An endless, resumable stream of training batches (epochs roll over by themselves)."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TaskAdapter(ABC):
+    """Base class of every task adapter; subclasses set the class attributes below."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]]
+    config_schema: ClassVar[type[BaseModel]]  # validates the recipe's ``task:`` section
+    model_schema: ClassVar[type[BaseModel]]  # validates each entry of the recipe's ``models:``
+    evaluation_schema: ClassVar[type[BaseModel]]  # validates the recipe's ``evaluation:`` section
+
+    def __init__(self, config: BaseModel, workdir: Path, base_dir: Path) -> None:
+        """``workdir`` holds shared artifacts (vocabulary); relative data paths start at ``base_dir``."""
+        self.config = config
+        self.workdir = workdir
+        self.base_dir = base_dir
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Read and check the data and build shared artifacts (vocabulary); idempotent."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A hash of everything data-side a trained model depends on (data, vocabulary)."""
+
+    @abstractmethod
+    def vocabulary_id(self) -> str:
+        """Identifies the vocabulary; teacher and student must agree where a method says so."""
+
+    @abstractmethod
+    def build_model(self, model_config: BaseModel) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def train_reader(self, max_tokens: int, seed: int) -> BatchReader: ...
+
+    @abstractmethod
+    def valid_batches(self, max_tokens: int) -> list[Batch]: ...
+
+    @abstractmethod
+    def forward(self, model: torch.nn.Module, batch: Any) -> Any:
+        """Run a model on a batch and return the adapter's typed output (e.g. TokenLogits)."""
+
+    @abstractmethod
+    def nll(self, output: Any, label_smoothing: float) -> tuple[torch.Tensor, int]:
+        """The task's own supervised loss, summed, and the number of targets it covers."""
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, split: str, out_dir: Path, options: BaseModel) -> dict[str, Any]:
+        """Decode ``split``, write hypotheses under ``out_dir`` and return the metrics."""

@@ -1,0 +1,11 @@
+"""The ``translation`` task, registered through the ``seqkd`` entry-point group like any plugin."""
+
+from seqkd.hookspecs import hookimpl
+from seqkd.tasks.translation.adapter import TranslationTask
+
+__all__ = ["TranslationTask"]
+
+
+@hookimpl
+def register_tasks(register):
+    register(TranslationTask)

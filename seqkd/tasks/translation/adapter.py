@@ -1,0 +1,180 @@
+"""The ``translation`` task adapter: parallel text in, BLEU/chrF out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from seqkd.tasks.base import TaskAdapter, TokenLogits
+from seqkd.tasks.translation.batching import EpochReader, Example, TranslationBatch, fixed_batches
+from seqkd.tasks.translation.config import TranslationConfig, TranslationEvaluation
+from seqkd.errors import DataError
+from seqkd.tasks.translation.corpus import (
+    Pair,
+    file_digest,
+    read_parallel,
+    read_tsv,
+    split_of,
+)
+from seqkd.tasks.translation.decode import BeamSettings, beam_search, score
+from seqkd.tasks.translation.model import TransformerConfig, build_transformer
+from seqkd.tasks.translation.vocab import BOS, EOS, PAD, load_vocabulary, train_vocabulary, vocabulary_digest
+
+SPLITS = ("train", "valid", "test")
+
+
+class TranslationTask(TaskAdapter):
+    name: ClassVar[str] = "translation"
+    description: ClassVar[str] = "Encoder-decoder Transformer translation (fairseq2), BLEU/chrF with sacreBLEU"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation"})
+    config_schema = TranslationConfig
+    model_schema = TransformerConfig
+    evaluation_schema = TranslationEvaluation
+
+    config: TranslationConfig
+
+    def __init__(self, config: TranslationConfig, workdir: Path, base_dir: Path) -> None:
+        super().__init__(config, workdir, base_dir)
+        self._pairs: dict[str, list[Pair]] | None = None
+        self._vocab = None
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else self.base_dir / path
+
+    def _files(self) -> list[Path]:
+        data, cfg = self.config.data, self.config
+        names = [data.corpus] if data.corpus else [data.train, data.valid, data.test]
+        if data.format == "tsv":
+            return [self._path(n) for n in names if n]
+        return [self._path(f"{n}.{lang}") for n in names if n for lang in (cfg.source_lang, cfg.target_lang)]
+
+    def _read(self, name: str) -> list[Pair]:
+        data, cfg = self.config.data, self.config
+        if data.format == "tsv":
+            return list(read_tsv(self._path(name), data.source_column, data.target_column))
+        return list(
+            read_parallel(self._path(f"{name}.{cfg.source_lang}"), self._path(f"{name}.{cfg.target_lang}"))
+        )
+
+    def pairs(self) -> dict[str, list[Pair]]:
+        """The train/valid/test pairs (training pairs capped by ``max_train_pairs``)."""
+        if self._pairs is None:
+            data = self.config.data
+            if data.corpus:
+                pairs: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+                for pair in self._read(data.corpus):
+                    pairs[split_of(pair.source, data.valid_fraction, data.test_fraction)].append(pair)
+            else:
+                pairs = {s: self._read(getattr(data, s)) for s in SPLITS}
+            if data.max_train_pairs is not None:
+                pairs["train"] = pairs["train"][: data.max_train_pairs]
+            for split, items in pairs.items():
+                needed = self.config.min_train_pairs if split == "train" else 1
+                if len(items) < needed:
+                    raise DataError(
+                        f"the {split} split has {len(items)} pairs; at least {needed} are needed "
+                        f"(data: {', '.join(str(p) for p in self._files())})"
+                    )
+            self._pairs = pairs
+        return self._pairs
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.config.model_dump_json().encode())
+        for path in self._files():
+            if not path.exists():
+                raise DataError(f"{path}: no such file")
+            h.update(file_digest(path).encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def _vocab_path(self) -> Path:
+        return self.workdir / f"spm-{self.fingerprint()}.model"
+
+    def prepare(self) -> None:
+        pairs = self.pairs()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self._vocab_path.exists():
+            sentences = [s for p in pairs["train"] for s in (p.source, p.target)]
+            train_vocabulary(sentences, self._vocab_path, self.config.vocab_size, self.config.vocab_model)
+        self._vocab = load_vocabulary(self._vocab_path)
+
+    @property
+    def vocab(self):
+        if self._vocab is None:
+            self.prepare()
+        return self._vocab
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.get_piece_size()
+
+    def vocabulary_id(self) -> str:
+        return vocabulary_digest(self._vocab_path) if self._vocab_path.exists() else "unprepared"
+
+    def encode_sources(self, texts: list[str]) -> list[list[int]]:
+        return [ids + [EOS] for ids in self.vocab.encode(texts)]
+
+    def _examples(self, split: str) -> list[Example]:
+        pairs = self.pairs()[split]
+        src = self.encode_sources([p.source for p in pairs])
+        tgt = self.vocab.encode([p.target for p in pairs])
+        limit = self.config.max_seq_len
+        examples = [
+            {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS])}
+            for s, t in zip(src, tgt)
+            if len(s) <= limit and len(t) + 1 <= limit
+        ]
+        if not examples:
+            raise DataError(f"no {split} pair fits max_seq_len={limit} tokens")
+        return examples
+
+    def train_reader(self, max_tokens: int, seed: int) -> EpochReader:
+        return EpochReader(self._examples("train"), max_tokens, self.config.max_seq_len, PAD, seed)
+
+    def valid_batches(self, max_tokens: int) -> list[TranslationBatch]:
+        return fixed_batches(self._examples("valid"), max_tokens, self.config.max_seq_len, PAD)
+
+    # -- models -------------------------------------------------------------------------------
+
+    def build_model(self, model_config: TransformerConfig) -> torch.nn.Module:
+        return build_transformer(model_config, self.vocab_size, PAD, self.config.max_seq_len + 2)
+
+    def forward(self, model: torch.nn.Module, batch: TranslationBatch) -> TokenLogits:
+        logits = model(batch.source, batch.source_layout(), batch.target_in, batch.target_layout())
+        return TokenLogits(logits, batch.target_out, batch.target_out != PAD)
+
+    def nll(self, output: TokenLogits, label_smoothing: float) -> tuple[torch.Tensor, int]:
+        mask = output.mask
+        loss = F.cross_entropy(
+            output.logits[mask].float(), output.targets[mask], label_smoothing=label_smoothing, reduction="sum"
+        )
+        return loss, int(mask.sum())
+
+    # -- decoding and metrics -----------------------------------------------------------------
+
+    def translate(self, model: torch.nn.Module, sources: list[str], options: TranslationEvaluation) -> tuple[list[str], float]:
+        """Detokenized hypotheses for ``sources`` and the decoding time in seconds."""
+        settings = BeamSettings(
+            options.beam_size, options.len_penalty, options.max_len_a, options.max_len_b, options.batch_size
+        )
+        decoded = beam_search(model, self.encode_sources(sources), self.vocab_size, settings, self.config.max_seq_len)
+        return self.vocab.decode(decoded.token_ids), decoded.seconds
+
+    def evaluate(self, model: torch.nn.Module, split: str, out_dir: Path, options: TranslationEvaluation) -> dict[str, Any]:
+        pairs = self.pairs()[split][: options.max_sentences]
+        hypotheses, seconds = self.translate(model, [p.source for p in pairs], options)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"hypotheses.{split}.{self.config.target_lang}").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+        report: dict[str, Any] = {"split": split, "sentences": len(pairs), "beam_size": options.beam_size}
+        report.update(score(hypotheses, [p.target for p in pairs]))
+        report["sentences_per_second"] = round(len(pairs) / seconds, 2)
+        (out_dir / f"eval.{split}.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report

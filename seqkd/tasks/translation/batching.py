@@ -1,0 +1,103 @@
+"""Token-budget batches with length bucketing, from fairseq2 data pipelines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from seqkd.runtime import ensure_fairseq2
+
+ensure_fairseq2()
+
+from fairseq2.data.data_pipeline import DataPipeline, create_bucket_sizes, read_sequence  # noqa: E402
+from fairseq2.nn import BatchLayout  # noqa: E402
+
+
+@dataclass
+class TranslationBatch:
+    source: torch.Tensor  # (N, S): source tokens + EOS, padded
+    source_lens: list[int]
+    target_in: torch.Tensor  # (N, T): BOS + target tokens, padded
+    target_out: torch.Tensor  # (N, T): target tokens + EOS, padded
+    target_lens: list[int]
+
+    def to(self, device: torch.device) -> "TranslationBatch":
+        return TranslationBatch(
+            self.source.to(device), self.source_lens, self.target_in.to(device), self.target_out.to(device),
+            self.target_lens,
+        )
+
+    @property
+    def num_target_elements(self) -> int:
+        return sum(self.target_lens)
+
+    def source_layout(self) -> BatchLayout:
+        return BatchLayout(tuple(self.source.shape), self.source_lens, device=self.source.device)
+
+    def target_layout(self) -> BatchLayout:
+        return BatchLayout(tuple(self.target_in.shape), self.target_lens, device=self.target_in.device)
+
+
+Example = dict[str, torch.Tensor]  # {"source": src + EOS, "target": BOS + tgt + EOS}
+
+
+def _to_batch(collated: dict[str, Any]) -> TranslationBatch:
+    src, tgt = collated["source"], collated["target"]
+    target_lens = [n - 1 for n in tgt["seq_lens"]]
+    seqs = tgt["seqs"]
+    return TranslationBatch(src["seqs"], list(src["seq_lens"]), seqs[:, :-1], seqs[:, 1:], target_lens)
+
+
+def _pipeline(
+    examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int, shuffle_seed: int | None
+) -> DataPipeline:
+    # fairseq2 wants the token budget to be a multiple of the longest bucket.
+    budget = max(max_tokens // max_seq_len, 1) * max_seq_len
+    builder = read_sequence(examples)
+    if shuffle_seed is not None:
+        builder = builder.shuffle(0, seed=shuffle_seed)
+    builder = builder.bucket_by_length(
+        create_bucket_sizes(max_num_elements=budget, max_seq_len=max_seq_len),
+        selector="target",
+        skip_above_max_examples=True,
+    )
+    return builder.collate(pad_value=pad_idx).map(_to_batch).and_return()
+
+
+class EpochReader:
+    """Endless shuffled batches; epoch ``e`` is shuffled with seed ``seed + e``.
+
+    Its state (epoch and the fairseq2 pipeline's position) holds only tensors and plain Python
+    values, so checkpoints that contain it still load with ``weights_only=True``.
+    """
+
+    def __init__(self, examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int, seed: int) -> None:
+        self._args = (examples, max_tokens, max_seq_len, pad_idx)
+        self._seed = seed
+        self.epoch = 0
+        self._pipeline = self._build()
+
+    def _build(self) -> DataPipeline:
+        return _pipeline(*self._args, shuffle_seed=self._seed + self.epoch)
+
+    def __iter__(self) -> Iterator[TranslationBatch]:
+        while True:
+            yield from self._pipeline
+            self.epoch += 1
+            self._pipeline = self._build()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pipeline": self._pipeline.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self._pipeline = self._build()
+        self._pipeline.load_state_dict(state["pipeline"])
+
+
+def fixed_batches(examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int) -> list[TranslationBatch]:
+    """Unshuffled batches over all examples (validation)."""
+    return list(_pipeline(examples, max_tokens, max_seq_len, pad_idx, shuffle_seed=None))

@@ -1,0 +1,255 @@
+"""The training loop every stage runs, whatever the method.
+
+See docs/architecture.md for why this is a small loop of our own rather than fairseq2's
+``Trainer``: resuming must never unpickle (fairseq2 0.8.1 restores trainer, optimizer and
+data-reader state with ``weights_only=False``), and the whole step fits on one screen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqkd.checkpoint import atomic_save, safe_load
+from seqkd.errors import SeqkdError
+from seqkd.method import Method
+from seqkd.runtime import ensure_fairseq2
+from seqkd.tasks.base import TaskAdapter
+from seqkd.training_config import TrainingConfig
+
+ensure_fairseq2()
+
+from fairseq2.optim.lr_schedulers import MyleLR  # noqa: E402  (fairseq's inverse-sqrt schedule)
+
+
+class TrainingError(SeqkdError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_valid_loss: float | None
+    stopped_early: bool
+
+
+class Progress:
+    """One live line on a terminal (step, loss, tokens/s, ETA); plain lines when piped."""
+
+    def __init__(self, label: str, total: int, stream=sys.stderr) -> None:
+        self.label, self.total, self.stream = label, total, stream
+        self.live = stream.isatty()
+
+    def update(self, step: int, start_step: int, elapsed: float, stats: dict[str, float]) -> None:
+        rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        eta_txt = f"{int(eta // 60)}m{int(eta % 60):02d}s" if math.isfinite(eta) else "?"
+        text = (
+            f"[{self.label}] step {step}/{self.total}  loss {stats['loss']:.3f}  "
+            f"{stats['tokens_per_s']:.0f} tok/s  lr {stats['lr']:.2e}  ETA {eta_txt}"
+        )
+        if self.live:
+            self.stream.write("\r" + text.ljust(100))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        self.stream.write(("\n" if self.live else "") + f"[{self.label}] {text}\n")
+        self.stream.flush()
+
+
+class MetricLog:
+    """metrics.jsonl (truncated on resume to the checkpoint's step) and TensorBoard scalars."""
+
+    def __init__(self, stage_dir: Path, resume_step: int) -> None:
+        self.path = stage_dir / "metrics.jsonl"
+        if self.path.exists():
+            kept = [l for l in self.path.read_text().splitlines() if l and json.loads(l)["step"] <= resume_step]
+            self.path.write_text("".join(l + "\n" for l in kept))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tensorboard = SummaryWriter(str(stage_dir / "tensorboard"), purge_step=resume_step + 1)
+
+    def write(self, kind: str, step: int, values: dict[str, float]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+        for key, value in values.items():
+            self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        self.tensorboard.close()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("training.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        method: Method,
+        task: TaskAdapter,
+        student: torch.nn.Module,
+        config: TrainingConfig,
+        stage_dir: Path,
+        device: torch.device,
+        label: str,
+    ) -> None:
+        self.method, self.task, self.student, self.cfg = method, task, student, config
+        self.stage_dir, self.device = stage_dir, device
+        self.last_path = stage_dir / "checkpoints" / "last.pt"
+        self.best_path = stage_dir / "checkpoints" / "best.pt"
+        self.params = [p for p in student.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.scheduler = MyleLR(self.optimizer, num_warmup_steps=config.warmup_steps)
+        self.reader = task.train_reader(config.max_tokens, config.seed)
+        self.progress = Progress(label, config.max_steps)
+        self.step = 0
+        self.best_valid: float | None = None
+        self.bad_validations = 0
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _save_checkpoint(self) -> None:
+        atomic_save(
+            {
+                "step": self.step,
+                "model": self.student.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "reader": self.reader.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python_rng": random.getstate(),
+                "best_valid": self.best_valid,
+                "bad_validations": self.bad_validations,
+            },
+            self.last_path,
+        )
+
+    def _resume(self) -> None:
+        state = safe_load(self.last_path)
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.reader.load_state_dict(state["reader"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        self.step = state["step"]
+        self.best_valid = state["best_valid"]
+        self.bad_validations = state["bad_validations"]
+
+    # -- validation ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self, batches: list[Any]) -> float:
+        self.student.eval()
+        total, count = 0.0, 0
+        for batch in batches:
+            loss, n = self.task.nll(self.task.forward(self.student, batch.to(self.device)), 0.0)
+            total, count = total + loss.item(), count + n
+        self.student.train()
+        return total / max(count, 1)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.student.to(self.device).train()
+        if self.last_path.exists():
+            self._resume()
+            self.progress.message(f"resuming from step {self.step} ({self.last_path})")
+        metrics = MetricLog(self.stage_dir, self.step)
+        valid_batches = self.task.valid_batches(cfg.max_tokens)
+        batches = iter(self.reader)
+        start_step, start_time = self.step, time.perf_counter()
+        window = {"loss": 0.0, "targets": 0, "time": time.perf_counter()}
+        parts: dict[str, float] = {}
+        stopped_early = False
+        try:
+            while self.step < cfg.max_steps and not stopped_early:
+                group = [next(batches) for _ in range(cfg.accumulate)]
+                num_targets = sum(b.num_target_elements for b in group)
+                self.optimizer.zero_grad(set_to_none=True)
+                for batch in group:
+                    out = self.method.loss(batch.to(self.device))
+                    if not torch.isfinite(out.loss):
+                        raise TrainingError(self._non_finite("loss", out.loss.item()))
+                    (out.loss / num_targets).backward()
+                    window["loss"] += out.loss.item()
+                    for key, value in out.parts.items():
+                        parts[key] = parts.get(key, 0.0) + value
+                window["targets"] += num_targets
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+                if not torch.isfinite(grad_norm):
+                    raise TrainingError(self._non_finite("gradient norm", grad_norm.item()))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    now = time.perf_counter()
+                    n = max(window["targets"], 1)
+                    stats = {
+                        "loss": window["loss"] / n,
+                        **{k: v / n for k, v in parts.items()},
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "grad_norm": grad_norm.item(),
+                        "tokens_per_s": window["targets"] / max(now - window["time"], 1e-9),
+                    }
+                    metrics.write("train", self.step, stats)
+                    self.progress.update(self.step, start_step, now - start_time, stats)
+                    window = {"loss": 0.0, "targets": 0, "time": now}
+                    parts = {}
+                if self.step % cfg.validate_every == 0 or self.step == cfg.max_steps:
+                    stopped_early = self._validate_and_keep_best(valid_batches, metrics)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or stopped_early:
+                    self._save_checkpoint()
+        finally:
+            metrics.close()
+        if stopped_early:
+            self.progress.message(f"early stop at step {self.step}: no improvement in {cfg.patience} validations")
+        return TrainResult(self.step, self.best_valid, stopped_early)
+
+    def _validate_and_keep_best(self, valid_batches: list[Any], metrics: MetricLog) -> bool:
+        loss = self.validate(valid_batches)
+        improved = self.best_valid is None or loss < self.best_valid
+        if improved:
+            self.best_valid, self.bad_validations = loss, 0
+            atomic_save(self.student.state_dict(), self.best_path)
+        else:
+            self.bad_validations += 1
+        metrics.write("valid", self.step, {"nll": loss, "best_nll": self.best_valid})
+        self.progress.message(f"step {self.step}: valid nll {loss:.4f} (best {self.best_valid:.4f})")
+        return self.cfg.patience is not None and self.bad_validations >= self.cfg.patience
+
+    def _non_finite(self, what: str, value: float) -> str:
+        kept = f"the last good checkpoint is kept at {self.last_path}" if self.last_path.exists() else "no checkpoint had been written yet"
+        return f"non-finite {what} ({value}) at step {self.step + 1}; training stopped; {kept}"
+
+    def best_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights with the best validation loss (the last ones if never validated)."""
+        if self.best_path.exists():
+            return safe_load(self.best_path)
+        return self.student.state_dict()

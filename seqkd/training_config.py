@@ -1,0 +1,29 @@
+"""The ``training:`` section of a recipe (and of each stage's ``training:`` override)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(1000, ge=1, description="Optimizer updates to run.")
+    max_tokens: int = Field(4096, ge=16, description="Target tokens per batch (length-bucketed).")
+    accumulate: int = Field(1, ge=1, description="Batches per optimizer update (gradient accumulation).")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(1000, ge=0, description="Linear warm-up, then inverse-sqrt decay.")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="Adam betas.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    clip_norm: float = Field(1.0, ge=0, description="Gradient clipping max norm; 0 turns clipping off.")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the task loss.")
+    seed: int = Field(1, description="Seeds parameters, dropout and data order.")
+    log_every: int = Field(50, ge=1, description="Steps between progress lines and metric records.")
+    validate_every: int = Field(500, ge=1, description="Steps between validations (best checkpoint kept).")
+    checkpoint_every: int = Field(500, ge=1, description="Steps between resumable checkpoints.")
+    patience: int | None = Field(
+        None, ge=1, description="Stop after this many validations without improvement; null never stops early."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")

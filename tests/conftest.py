@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny recipe on a real subset of the Bible en-es corpus, trained once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "data" / "bible-en-es" / "bible-en-es.tsv.gz"
+
+
+def tiny_recipe(output_dir: Path, **changes) -> dict:
+    """A recipe small enough for CI: a 1-1 teacher and a 1-1 student on 3,000 real pairs."""
+    recipe = {
+        "description": "tiny test recipe",
+        "task": {
+            "name": "translation", "source_lang": "en", "target_lang": "es",
+            "data": {"corpus": str(CORPUS), "max_train_pairs": 3000},
+            "vocab_size": 1000, "max_seq_len": 48,
+        },
+        "models": {
+            "teacher": {"encoder_layers": 1, "decoder_layers": 1, "encoder_dim": 96, "encoder_ffn_dim": 192, "encoder_heads": 4},
+            "student": {"encoder_layers": 1, "decoder_layers": 1, "encoder_dim": 48, "encoder_ffn_dim": 96, "encoder_heads": 4},
+        },
+        "training": {
+            "max_steps": 120, "max_tokens": 1536, "lr": 3e-3, "warmup_steps": 30,
+            "log_every": 20, "validate_every": 60, "checkpoint_every": 40,
+        },
+        "evaluation": {"beam_size": 2, "max_sentences": 150, "split": "valid"},
+        "output": {"dir": str(output_dir)},
+        "stages": [
+            {"name": "teacher", "method": "supervised", "model": "teacher"},
+            {"name": "word_kd", "method": "word_kd", "model": "student", "teacher": "teacher",
+             "training": {"max_steps": 60}, "options": {"alpha": 0.5, "temperature": 1.0}},
+        ],
+    }
+    for key, value in changes.items():
+        recipe[key] = value
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The tiny recipe run once end to end: (recipe path, stage reports)."""
+    from seqkd.engine import Engine
+    from seqkd.recipe import load_recipe
+
+    root = tmp_path_factory.mktemp("tiny")
+    path = write_recipe(root / "tiny.yaml", tiny_recipe(root / "run"))
+    reports = Engine(load_recipe(path)).run()
+    return path, reports
