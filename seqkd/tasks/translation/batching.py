@@ -56,10 +56,12 @@ def _pipeline(
 ) -> DataPipeline:
     # fairseq2 wants the token budget to be a multiple of the longest bucket.
     budget = max(max_tokens // max_seq_len, 1) * max_seq_len
-    builder = read_sequence(examples)
     if shuffle_seed is not None:
-        builder = builder.shuffle(0, seed=shuffle_seed)
-    builder = builder.bucket_by_length(
+        # A permutation of the whole epoch, rather than the pipeline's shuffle buffer, keeps the
+        # pipeline's state (saved in every checkpoint) small however large the corpus is.
+        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(shuffle_seed))
+        examples = [examples[i] for i in order.tolist()]
+    builder = read_sequence(examples).bucket_by_length(
         create_bucket_sizes(max_num_elements=budget, max_seq_len=max_seq_len),
         selector="target",
         skip_above_max_examples=True,

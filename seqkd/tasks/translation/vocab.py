@@ -27,6 +27,8 @@ def train_vocabulary(sentences: Iterable[str], path: Path, vocab_size: int, mode
         bos_id=BOS,
         eos_id=EOS,
         hard_vocab_limit=False,
+        input_sentence_size=2_000_000,  # a deterministic sample keeps WMT-size corpora tractable
+        shuffle_input_sentence=True,
         num_threads=1,  # deterministic: one vocabulary per data hash
         minloglevel=2,
     )
