@@ -25,15 +25,15 @@ def tiny_recipe(output_dir: Path, **changes) -> dict:
             "student": {"encoder_layers": 1, "decoder_layers": 1, "encoder_dim": 48, "encoder_ffn_dim": 96, "encoder_heads": 4},
         },
         "training": {
-            "max_steps": 120, "max_tokens": 1536, "lr": 3e-3, "warmup_steps": 30,
-            "log_every": 20, "validate_every": 60, "checkpoint_every": 40,
+            "max_steps": 250, "max_tokens": 1536, "lr": 3e-3, "warmup_steps": 50,
+            "log_every": 25, "validate_every": 125, "checkpoint_every": 125,
         },
         "evaluation": {"beam_size": 2, "max_sentences": 150, "split": "valid"},
         "output": {"dir": str(output_dir)},
         "stages": [
             {"name": "teacher", "method": "supervised", "model": "teacher"},
             {"name": "word_kd", "method": "word_kd", "model": "student", "teacher": "teacher",
-             "training": {"max_steps": 60}, "options": {"alpha": 0.5, "temperature": 1.0}},
+             "training": {"max_steps": 200}, "options": {"alpha": 0.5, "temperature": 1.0}},
         ],
     }
     for key, value in changes.items():

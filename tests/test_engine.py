@@ -32,9 +32,11 @@ def test_student_learns_and_beats_an_untrained_model(trained_run):
     baseline = engine.task.evaluate(untrained, "valid", path.parent / "untrained", recipe.evaluation)
     student = {r.name: r for r in reports}["word_kd"].metrics
     assert student["bleu"] > baseline["bleu"]
-    assert student["chrf"] > baseline["chrf"] + 5
+    assert student["chrf"] > baseline["chrf"]
     train = metrics(recipe.output_dir / "teacher", "train")
     assert train[-1]["loss"] < 0.7 * train[0]["loss"]
+    untrained_nll = torch.log(torch.tensor(float(engine.task.vocab_size))).item()  # about uniform
+    assert metrics(recipe.output_dir / "word_kd", "valid")[-1]["nll"] < 0.75 * untrained_nll
     folder = recipe.output_dir / "word_kd"
     for name in ("stage.json", "config.yaml", "model.pt", "report.json", "metrics.jsonl", "checkpoints/last.pt"):
         assert (folder / name).exists(), name
@@ -64,7 +66,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     def recipe_at(out: Path) -> Path:
         r = tiny_recipe(out, stages=[{"name": "student", "method": "supervised", "model": "student"}])
         r["task"]["data"]["max_train_pairs"] = 600  # several epochs inside 60 steps
-        r["training"].update(max_steps=60, checkpoint_every=20, validate_every=30)
+        r["training"].update(max_steps=60, checkpoint_every=20, validate_every=30, log_every=20)
         return write_recipe(tmp_path / f"{out.name}.yaml", r)
 
     straight = recipe_at(tmp_path / "straight")
