@@ -60,16 +60,20 @@ def main() -> None:
         cfg = stage.training.model_copy(update={"validate_every": args.steps, "checkpoint_every": args.steps})
         torch.manual_seed(cfg.seed)
         init = engine.task.build_model(stage.model)
-        hand, ours = [], []
+        hand_loop(engine.task, copy.deepcopy(init), cfg.model_copy(update={"max_steps": 5}))  # warm-up
+        hand: list[float] = []
+        ours: list[float] = []
         for r in range(args.rounds):
-            with Timer() as t:
-                tokens = hand_loop(engine.task, copy.deepcopy(init), cfg)
-            hand.append(tokens / t.seconds)
-            with Timer() as t:
-                seqkd_loop(engine.task, copy.deepcopy(init), cfg, Path(tmp) / f"run{r}")
-            ours.append(tokens / t.seconds)
-            print(f"round {r}: hand loop {hand[-1]:.0f} tok/s, seqkd trainer {ours[-1]:.0f} tok/s")
-    h, o = statistics.median(hand), statistics.median(ours)
+            # alternate which loop goes first, so drift in machine speed hits both alike
+            for which in (("hand", "seqkd") if r % 2 == 0 else ("seqkd", "hand")):
+                with Timer() as t:
+                    if which == "hand":
+                        tokens = hand_loop(engine.task, copy.deepcopy(init), cfg)
+                    else:
+                        seqkd_loop(engine.task, copy.deepcopy(init), cfg, Path(tmp) / f"run{r}")
+                (hand if which == "hand" else ours).append(t.seconds)
+            print(f"round {r}: hand loop {hand[-1]:.1f} s, seqkd trainer {ours[-1]:.1f} s")
+    h, o = tokens / statistics.median(hand), tokens / statistics.median(ours)
     print(f"\nstudent {stage.model_role} ({sum(p.numel() for p in init.parameters())/1e6:.2f}M params), "
           f"{args.steps} steps x {args.rounds} rounds, {torch.get_num_threads()} threads")
     print(f"median tokens/s: hand loop {h:.0f}, seqkd trainer {o:.0f}; ratio seqkd/hand = {o / h:.3f} (goal >= 0.97)")

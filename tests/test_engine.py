@@ -145,3 +145,22 @@ def test_checkpoints_load_weights_only(tmp_path):
     path.write_bytes(pickle.dumps(Payload()))
     with pytest.raises(CheckpointError):
         safe_load(path)
+
+
+def test_translate_command_translates_a_file(trained_run, tmp_path, capsys):
+    from seqkd.cli import main
+
+    path, _ = trained_run
+    source = tmp_path / "in.en"
+    source.write_text("In the beginning, God created the heavens and the earth.\nGod said, “Let there be light.”\n")
+    assert main(["translate", str(path), "--stage", "word_kd", "--input", str(source), "--beam", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.strip() for line in lines)
+
+
+def test_translate_refuses_an_untrained_stage(trained_run, tmp_path, capsys):
+    from seqkd.cli import main
+
+    path, _ = trained_run
+    assert main(["translate", str(path), "--stage", "nope", "--input", str(path)]) == 2
+    assert "stage 'nope' has not been trained" in capsys.readouterr().err

@@ -41,6 +41,7 @@ class TranslationTask(TaskAdapter):
     def __init__(self, config: TranslationConfig, workdir: Path, base_dir: Path) -> None:
         super().__init__(config, workdir, base_dir)
         self._pairs: dict[str, list[Pair]] | None = None
+        self._encoded: dict[str, list[Example]] = {}
         self._vocab = None
 
     # -- data ---------------------------------------------------------------------------------
@@ -123,18 +124,21 @@ class TranslationTask(TaskAdapter):
         return [ids + [EOS] for ids in self.vocab.encode(texts)]
 
     def _examples(self, split: str) -> list[Example]:
-        pairs = self.pairs()[split]
-        src = self.encode_sources([p.source for p in pairs])
-        tgt = self.vocab.encode([p.target for p in pairs])
-        limit = self.config.max_seq_len
-        examples = [
-            {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS])}
-            for s, t in zip(src, tgt)
-            if len(s) <= limit and len(t) + 1 <= limit
-        ]
-        if not examples:
-            raise DataError(f"no {split} pair fits max_seq_len={limit} tokens")
-        return examples
+        """The split as token tensors, encoded once per process."""
+        if split not in self._encoded:
+            pairs = self.pairs()[split]
+            src = self.encode_sources([p.source for p in pairs])
+            tgt = self.vocab.encode([p.target for p in pairs])
+            limit = self.config.max_seq_len
+            examples = [
+                {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS])}
+                for s, t in zip(src, tgt)
+                if len(s) <= limit and len(t) + 1 <= limit
+            ]
+            if not examples:
+                raise DataError(f"no {split} pair fits max_seq_len={limit} tokens")
+            self._encoded[split] = examples
+        return self._encoded[split]
 
     def train_reader(self, max_tokens: int, seed: int) -> EpochReader:
         return EpochReader(self._examples("train"), max_tokens, self.config.max_seq_len, PAD, seed)
