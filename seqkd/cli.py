@@ -114,6 +114,86 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_build(args: argparse.Namespace) -> int:
+    from seqkd.engine import Engine
+    from seqkd.recipe import load_recipe
+
+    engine = Engine(load_recipe(args.file, args.overrides), force=args.force)
+    for folder in engine.build_caches(args.stage):
+        print(folder)
+    return 0
+
+
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    from seqkd.cache import Artifact
+
+    artifact = Artifact.read(args.folder)
+    m = artifact.manifest
+    print(f"{args.folder}\n  kind:    {m['kind']}\n  key:     {m['key']}")
+    for part, value in m["parts"].items():
+        print(f"    {part}: {value}")
+    print(f"  items:   {m['num_items']} in {len(m['shards'])} shards of {m['shard_size']}")
+    print(f"  meta:    {m['meta']}")
+    print(f"  size:    {artifact.nbytes():,} bytes")
+    if m["kind"] == "topk":
+        tokens = sum(int(artifact.shard(i).arrays['offsets'][-1]) for i in range(len(m["shards"])))
+        print(f"  tokens:  {tokens:,} ({artifact.nbytes() / tokens:.1f} bytes per target token)")
+    return 0
+
+
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    from seqkd.cache import Artifact
+
+    Artifact.read(args.folder).verify(hashes=True)
+    print(f"{args.folder}: ok")
+    return 0
+
+
+def cmd_cache_clean(args: argparse.Namespace) -> int:
+    import shutil
+
+    from seqkd.recipe import load_recipe
+
+    root = load_recipe(args.file, args.overrides).output_dir / "_cache"
+    targets = [root / s for s in args.stage] if args.stage else [root]
+    for target in targets:
+        if target.exists():
+            shutil.rmtree(target)
+            print(f"removed {target}")
+    return 0
+
+
+def add_cache_commands(sub) -> None:
+    cache = sub.add_parser(
+        "cache",
+        help="teacher-output caches: build | info | verify | clean",
+        description=(
+            "Teacher outputs (n-best beams for seq_kd, top-k log-probabilities for word_kd with "
+            "teacher_source: cache) are built once per stage into <output.dir>/_cache/<stage>/ and read "
+            "by every later run. A cache is keyed by the teacher checkpoint, the decode/top-k settings, "
+            "the vocabulary and the data; a cache whose key does not match is refused, naming what changed."
+        ),
+    )
+    commands = cache.add_subparsers(dest="cache_command", required=True)
+    p = commands.add_parser("build", help="build the caches a recipe's stages need, without training them")
+    p.add_argument("file", type=Path)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--stage", action="append", help="only these stages")
+    p.add_argument("--force", action="store_true", help="replace caches built for other inputs")
+    p.set_defaults(func=cmd_cache_build)
+    p = commands.add_parser("info", help="show a cache's key, size and bytes per token")
+    p.add_argument("folder", type=Path)
+    p.set_defaults(func=cmd_cache_info)
+    p = commands.add_parser("verify", help="check every shard's size and sha256 against the manifest")
+    p.add_argument("folder", type=Path)
+    p.set_defaults(func=cmd_cache_verify)
+    p = commands.add_parser("clean", help="remove a recipe's caches (finished and unfinished)")
+    p.add_argument("file", type=Path)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--stage", action="append", help="only these stages' caches")
+    p.set_defaults(func=cmd_cache_clean)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqkd", description="Distil sequence models: teachers into small, fast students.")
     parser.add_argument("--version", action="version", version=f"seqkd {seqkd.__version__}")
@@ -148,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
+    add_cache_commands(sub)
     return parser
 
 

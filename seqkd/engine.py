@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from typing import Any
 import torch
 import yaml
 
-from seqkd.errors import SeqkdError
 from seqkd.checkpoint import CheckpointError, load_model_file, save_model
+from seqkd.errors import SeqkdError
+from seqkd.method import Method, StageContext
 from seqkd.recipe import Recipe, Stage
 from seqkd.tasks.base import TaskAdapter
 from seqkd.trainer import Trainer, pick_device
@@ -78,7 +80,7 @@ class Engine:
         if stage.teacher is not None:
             teacher = self.hashes[stage.teacher]
         elif stage.teacher_checkpoint is not None:
-            teacher = hashlib.sha256(stage.teacher_checkpoint.read_bytes()).hexdigest()
+            teacher = hashlib.sha256(stage.teacher_checkpoint.read_bytes()).hexdigest()[:16]
         training = stage.training.model_dump(exclude={"log_every", "device"})
         return _digest({
             "task": self.task.fingerprint(), "method": stage.method.name,
@@ -95,6 +97,24 @@ class Engine:
                 continue
             reports.append(self.run_stage(stage))
         return reports
+
+    def build_caches(self, only: list[str] | None = None) -> list[Path]:
+        """Build the teacher-output caches of the stages that use them, without training."""
+        self.task.prepare()
+        built = []
+        for stage in self.recipe.stages:
+            self.hashes[stage.name] = self.stage_hash(stage)
+            if (only and stage.name not in only) or self._teacher_path(stage) is None:
+                continue
+            teacher = self._teacher_path(stage)
+            if not teacher.exists():
+                raise StageConflict(f"stage {stage.name!r}: its teacher {teacher} is not trained yet; run the recipe's earlier stages first")
+            device = pick_device(stage.training.device)
+            self.prepare_method(stage, self.task.build_model(stage.model), device)
+            folder = self.recipe.output_dir / "_cache" / stage.name
+            if folder.exists():
+                built.append(folder)
+        return built
 
     def _claim(self, stage: Stage, folder: Path) -> dict[str, Any] | None:
         """Return the stage's existing status if it may be reused or resumed; refuse a stranger's folder."""
@@ -128,23 +148,32 @@ class Engine:
         metrics = self._evaluate(stage, model, folder) if stage.evaluate else {}
         return StageReport(stage.name, stage.method.name, stage.model_role, count_parameters(model), reused, metrics)
 
-    def _teacher(self, stage: Stage) -> torch.nn.Module | None:
+    def _teacher_path(self, stage: Stage) -> Path | None:
         if stage.teacher is not None:
-            path = self.stage_dir(stage.teacher) / "model.pt"
-        elif stage.teacher_checkpoint is not None:
-            path = stage.teacher_checkpoint
-        else:
-            return None
-        return load_trained_model(self.task, path, check_vocabulary=stage.method.needs_same_vocabulary)
+            return self.stage_dir(stage.teacher) / "model.pt"
+        return stage.teacher_checkpoint
+
+    def prepare_method(self, stage: Stage, student: torch.nn.Module, device: torch.device) -> Method:
+        """The stage's method with its teacher loaded and its once-per-stage work (caches) done."""
+        teacher, teacher_id = None, None
+        path = self._teacher_path(stage)
+        if path is not None:
+            teacher = load_trained_model(self.task, path, check_vocabulary=stage.method.needs_same_vocabulary)
+            teacher.to(device)
+            teacher_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        method = stage.method(stage.options, self.task, student, teacher, stage.training.label_smoothing)
+        method.prepare(StageContext(
+            cache_dir=self.recipe.output_dir / "_cache" / stage.name,
+            teacher_id=teacher_id, max_tokens=stage.training.max_tokens, device=device, rebuild=self.force,
+            log=lambda text: print(f"[{stage.name}] {text}", file=sys.stderr, flush=True),
+        ))
+        return method
 
     def _train(self, stage: Stage, folder: Path) -> None:
         device = pick_device(stage.training.device)
         torch.manual_seed(stage.training.seed)
         student = self.task.build_model(stage.model)
-        teacher = self._teacher(stage)
-        if teacher is not None:
-            teacher.to(device)
-        method = stage.method(stage.options, self.task, student, teacher, stage.training.label_smoothing)
+        method = self.prepare_method(stage, student, device)
         trainer = Trainer(
             method=method, task=self.task, student=student, config=stage.training,
             stage_dir=folder, device=device, label=stage.name,

@@ -8,13 +8,15 @@ into a loss using only the adapter's typed outputs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from seqkd.tasks.base import TaskAdapter
+from seqkd.tasks.base import BatchReader, TaskAdapter
 
 
 class NoOptions(BaseModel):
@@ -28,6 +30,18 @@ class LossOutput:
     loss: torch.Tensor  # summed over the batch's targets; the engine normalises
     num_targets: int
     parts: dict[str, float] = field(default_factory=dict)  # summed components, for the logs
+
+
+@dataclass
+class StageContext:
+    """What the engine tells a method before training, for work done once per stage."""
+
+    cache_dir: Path  # where this stage's teacher-output caches live
+    teacher_id: str | None  # sha256 of the teacher's model file: part of every cache key
+    max_tokens: int
+    device: torch.device
+    rebuild: bool  # --force: a cache built for other inputs is replaced instead of refused
+    log: Callable[[str], None]
 
 
 class Method(ABC):
@@ -55,5 +69,17 @@ class Method(ABC):
             teacher.eval()
             teacher.requires_grad_(False)
 
+    def prepare(self, context: StageContext) -> None:
+        """Work done once before training (building teacher-output caches, distilled data)."""
+
+    def train_reader(self, max_tokens: int, seed: int) -> BatchReader:
+        """The training batches; methods that train on other data (e.g. teacher outputs) override it."""
+        return self.task.train_reader(max_tokens, seed)
+
     @abstractmethod
     def loss(self, batch: Any) -> LossOutput: ...
+
+    def task_loss(self, batch: Any) -> LossOutput:
+        """The task's own (label-smoothed) loss on the student: what supervised training minimises."""
+        loss, n = self.task.nll(self.task.forward(self.student, batch), self.label_smoothing)
+        return LossOutput(loss, n, {"nll": loss.item()})

@@ -118,7 +118,7 @@ class Trainer:
             self.params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
         self.scheduler = MyleLR(self.optimizer, num_warmup_steps=config.warmup_steps)
-        self.reader = task.train_reader(config.max_tokens, config.seed)
+        self.reader = method.train_reader(config.max_tokens, config.seed)
         self.progress = Progress(label, config.max_steps)
         self.step = 0
         self.best_valid: float | None = None

@@ -34,6 +34,9 @@ def tiny_recipe(output_dir: Path, **changes) -> dict:
             {"name": "teacher", "method": "supervised", "model": "teacher"},
             {"name": "word_kd", "method": "word_kd", "model": "student", "teacher": "teacher",
              "training": {"max_steps": 200}, "options": {"alpha": 0.5, "temperature": 1.0}},
+            {"name": "seq_kd", "method": "seq_kd", "model": "student", "teacher": "teacher",
+             "training": {"max_steps": 200},
+             "options": {"beam_size": 2, "nbest": 2, "seq_inter": True, "batch_size": 128}},
         ],
     }
     for key, value in changes.items():

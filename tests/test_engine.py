@@ -30,9 +30,12 @@ def test_student_learns_and_beats_an_untrained_model(trained_run):
     untrained = engine.task.build_model(recipe.models["student"])
     torch.manual_seed(0)
     baseline = engine.task.evaluate(untrained, "valid", path.parent / "untrained", recipe.evaluation)
-    student = {r.name: r for r in reports}["word_kd"].metrics
-    assert student["bleu"] > baseline["bleu"]
-    assert student["chrf"] > baseline["chrf"]
+    for name in ("word_kd", "seq_kd"):
+        student = {r.name: r for r in reports}[name].metrics
+        assert student["bleu"] > baseline["bleu"], name
+        assert student["chrf"] > baseline["chrf"], name
+    distilled = (recipe.output_dir / "_cache" / "seq_kd" / "distilled.train.txt").read_text().splitlines()
+    assert len(distilled) > 2000 and all(line.strip() for line in distilled)
     train = metrics(recipe.output_dir / "teacher", "train")
     assert train[-1]["loss"] < 0.7 * train[0]["loss"]
     untrained_nll = torch.log(torch.tensor(float(engine.task.vocab_size))).item()  # about uniform

@@ -13,9 +13,7 @@ class Supervised(Method):
     description = "Task loss only (label-smoothed NLL); trains teachers and baseline students"
 
     def loss(self, batch: Any) -> LossOutput:
-        output = self.task.forward(self.student, batch)
-        loss, n = self.task.nll(output, self.label_smoothing)
-        return LossOutput(loss, n, {"nll": loss.item()})
+        return self.task_loss(batch)
 
 
 @hookimpl

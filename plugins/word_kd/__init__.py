@@ -1,20 +1,25 @@
 """``word_kd``: word-level knowledge distillation (Hinton et al. 2015; Kim & Rush 2016).
 
 L = (1 - alpha) * NLL_ls(y | x) + alpha * T^2 * sum_t KL(softmax(z_T,t / T) || softmax(z_S,t / T)).
-The loss is the method itself, so it is written here by hand.
+
+The teacher either runs at every step (``teacher_source: online``) or once, before training, into a
+cache of its top-k log-probabilities per target token (``teacher_source: cache``; see
+``seqkd.teacher_outputs`` for the layout and how the tail mass is handled). The losses are the
+method itself, so they are written here by hand.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.hookspecs import hookimpl
-from seqkd.method import LossOutput, Method
+from seqkd.method import LossOutput, Method, StageContext
 from seqkd.tasks.base import TokenLogits
+from seqkd.teacher_outputs import TopK, build_topk
 
 
 class WordKDOptions(BaseModel):
@@ -22,17 +27,33 @@ class WordKDOptions(BaseModel):
 
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the KD term; 1 - alpha weighs the NLL.")
     temperature: float = Field(1.0, gt=0.0, description="Softmax temperature T of teacher and student.")
+    teacher_source: Literal["online", "cache"] = Field(
+        "online", description="Run the teacher every step, or read its cached top-k log-probabilities."
+    )
+    top_k: int = Field(8, ge=1, description="Log-probabilities cached per target token (teacher_source: cache).")
 
 
-def word_kd_loss(
-    student: TokenLogits, teacher_logits: torch.Tensor, alpha: float, temperature: float, nll: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (total, kd) summed over the unmasked positions."""
+def kd_loss(student: TokenLogits, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) at temperature T, summed over the unmasked positions."""
     mask = student.mask
     s = F.log_softmax(student.logits[mask].float() / temperature, dim=-1)
     t = F.log_softmax(teacher_logits[mask].float() / temperature, dim=-1)
-    kd = F.kl_div(s, t, log_target=True, reduction="sum") * temperature**2
-    return (1.0 - alpha) * nll + alpha * kd, kd
+    return F.kl_div(s, t, log_target=True, reduction="sum") * temperature**2
+
+
+def topk_kd_loss(student: TokenLogits, values: torch.Tensor, indices: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL from cached top-k teacher log-probabilities, the tail mass counted as one outcome; summed."""
+    mask = student.mask
+    log_q = F.log_softmax(student.logits[mask].float() / temperature, dim=-1)
+    log_p = values[mask]
+    log_q_top = log_q.gather(-1, indices[mask])
+    p = log_p.exp()
+    kd = (p * (log_p - log_q_top)).sum()
+    if indices.shape[-1] < log_q.shape[-1]:
+        p_tail = (1.0 - p.sum(-1)).clamp(min=0.0)
+        q_tail = (1.0 - log_q_top.exp().sum(-1)).clamp(min=1e-8)
+        kd = kd + (p_tail * (p_tail.clamp(min=1e-12).log() - q_tail.log())).sum()
+    return kd * temperature**2
 
 
 class WordKD(Method):
@@ -44,13 +65,23 @@ class WordKD(Method):
     options_schema = WordKDOptions
 
     options: WordKDOptions
+    topk: TopK | None = None
+
+    def prepare(self, context: StageContext) -> None:
+        if self.options.teacher_source == "cache":
+            self.topk = TopK(build_topk(self.task, self.teacher, context, self.options.top_k, self.options.temperature))
 
     def loss(self, batch: Any) -> LossOutput:
-        with torch.no_grad():
-            teacher_logits = self.task.forward(self.teacher, batch).logits
         output = self.task.forward(self.student, batch)
         nll, n = self.task.nll(output, self.label_smoothing)
-        total, kd = word_kd_loss(output, teacher_logits, self.options.alpha, self.options.temperature, nll)
+        if self.topk is not None:
+            values, indices = self.topk.batch(batch.indices.tolist(), output.logits.shape[1], output.logits.shape[-1])
+            kd = topk_kd_loss(output, values.to(output.logits.device), indices.to(output.logits.device), self.options.temperature)
+        else:
+            with torch.no_grad():
+                teacher_logits = self.task.forward(self.teacher, batch).logits
+            kd = kd_loss(output, teacher_logits, self.options.temperature)
+        total = (1.0 - self.options.alpha) * nll + self.options.alpha * kd
         return LossOutput(total, n, {"nll": nll.item(), "kd": kd.item()})
 
 

@@ -40,6 +40,21 @@ class TokenLogits:
     mask: torch.Tensor  # (N, T) bool, False at padding
 
 
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Search settings for adapters with the ``generation`` capability."""
+
+    beam_size: int = 4
+    nbest: int = 1
+    len_penalty: float = 1.0
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    batch_size: int = 64
+
+
+NBest = list[tuple[list[int], float]]  # hypotheses (token ids, score), best first
+
+
 class BatchReader(Protocol):
     """An endless, resumable stream of training batches (epochs roll over by themselves)."""
 
@@ -82,10 +97,34 @@ class TaskAdapter(ABC):
     def build_model(self, model_config: BaseModel) -> torch.nn.Module: ...
 
     @abstractmethod
-    def train_reader(self, max_tokens: int, seed: int) -> BatchReader: ...
+    def train_reader(
+        self, max_tokens: int, seed: int, targets: dict[int, list[int]] | None = None, keep_original: bool = False
+    ) -> BatchReader:
+        """Shuffled training batches. ``targets`` replaces the target of each listed training example
+        (e.g. by a teacher's output, for sequence-level KD); examples not listed are dropped unless
+        ``keep_original``, which also keeps every original pair beside the replaced ones."""
 
     @abstractmethod
     def valid_batches(self, max_tokens: int) -> list[Batch]: ...
+
+    @abstractmethod
+    def num_examples(self, split: str) -> int: ...
+
+    @abstractmethod
+    def indexed_batches(self, split: str, start: int, stop: int, max_tokens: int) -> list[Batch]:
+        """Unshuffled batches over examples ``start..stop-1`` of ``split``; rows carry their index."""
+
+    # -- the ``generation`` capability --------------------------------------------------------
+
+    def generate(self, model: torch.nn.Module, split: str, start: int, stop: int, settings: GenerationSettings) -> list[NBest]:
+        """The model's n-best hypotheses for examples ``start..stop-1`` of ``split``."""
+        raise NotImplementedError(f"task {self.name!r} does not offer generation")
+
+    def detokenize(self, tokens: list[int]) -> str:
+        raise NotImplementedError(f"task {self.name!r} does not offer generation")
+
+    def target_texts(self, split: str, start: int, stop: int) -> list[str]:
+        raise NotImplementedError(f"task {self.name!r} does not offer generation")
 
     @abstractmethod
     def forward(self, model: torch.nn.Module, batch: Any) -> Any:

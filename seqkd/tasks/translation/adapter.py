@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from seqkd.tasks.base import TaskAdapter, TokenLogits
+from seqkd.tasks.base import GenerationSettings, NBest, TaskAdapter, TokenLogits
 from seqkd.tasks.translation.batching import EpochReader, Example, TranslationBatch, fixed_batches
 from seqkd.tasks.translation.config import TranslationConfig, TranslationEvaluation
 from seqkd.errors import DataError
@@ -21,7 +21,7 @@ from seqkd.tasks.translation.corpus import (
     read_tsv,
     split_of,
 )
-from seqkd.tasks.translation.decode import BeamSettings, beam_search, score
+from seqkd.tasks.translation.decode import beam_search, score
 from seqkd.tasks.translation.model import TransformerConfig, build_transformer
 from seqkd.tasks.translation.vocab import BOS, EOS, PAD, load_vocabulary, train_vocabulary, vocabulary_digest
 
@@ -131,20 +131,42 @@ class TranslationTask(TaskAdapter):
             tgt = self.vocab.encode([p.target for p in pairs])
             limit = self.config.max_seq_len
             examples = [
-                {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS])}
-                for s, t in zip(src, tgt)
+                {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS]), "index": i}
+                for i, (s, t) in enumerate(zip(src, tgt))
                 if len(s) <= limit and len(t) + 1 <= limit
             ]
+            # indices are positions in this filtered list, so caches can store rows densely
+            for i, example in enumerate(examples):
+                example["index"] = i
             if not examples:
                 raise DataError(f"no {split} pair fits max_seq_len={limit} tokens")
             self._encoded[split] = examples
         return self._encoded[split]
 
-    def train_reader(self, max_tokens: int, seed: int) -> EpochReader:
-        return EpochReader(self._examples("train"), max_tokens, self.config.max_seq_len, PAD, seed)
+    def train_reader(
+        self, max_tokens: int, seed: int, targets: dict[int, list[int]] | None = None, keep_original: bool = False
+    ) -> EpochReader:
+        examples = self._examples("train")
+        if targets is not None:
+            limit = self.config.max_seq_len
+            replaced = [
+                {**examples[i], "target": torch.tensor([BOS] + t + [EOS])}
+                for i, t in sorted(targets.items())
+                if t and len(t) + 1 <= limit
+            ]
+            if not replaced:
+                raise DataError("the replacement training targets are empty (e.g. a teacher that generated nothing)")
+            examples = (examples + replaced) if keep_original else replaced
+        return EpochReader(examples, max_tokens, self.config.max_seq_len, PAD, seed)
 
     def valid_batches(self, max_tokens: int) -> list[TranslationBatch]:
         return fixed_batches(self._examples("valid"), max_tokens, self.config.max_seq_len, PAD)
+
+    def num_examples(self, split: str) -> int:
+        return len(self._examples(split))
+
+    def indexed_batches(self, split: str, start: int, stop: int, max_tokens: int) -> list[TranslationBatch]:
+        return fixed_batches(self._examples(split)[start:stop], max_tokens, self.config.max_seq_len, PAD)
 
     # -- models -------------------------------------------------------------------------------
 
@@ -164,13 +186,29 @@ class TranslationTask(TaskAdapter):
 
     # -- decoding and metrics -----------------------------------------------------------------
 
+    @staticmethod
+    def _settings(options: TranslationEvaluation) -> GenerationSettings:
+        return GenerationSettings(
+            beam_size=options.beam_size, len_penalty=options.len_penalty, max_len_a=options.max_len_a,
+            max_len_b=options.max_len_b, batch_size=options.batch_size,
+        )
+
     def translate(self, model: torch.nn.Module, sources: list[str], options: TranslationEvaluation) -> tuple[list[str], float]:
         """Detokenized hypotheses for ``sources`` and the decoding time in seconds."""
-        settings = BeamSettings(
-            options.beam_size, options.len_penalty, options.max_len_a, options.max_len_b, options.batch_size
+        decoded = beam_search(
+            model, self.encode_sources(sources), self.vocab_size, self._settings(options), self.config.max_seq_len
         )
-        decoded = beam_search(model, self.encode_sources(sources), self.vocab_size, settings, self.config.max_seq_len)
         return self.vocab.decode(decoded.token_ids), decoded.seconds
+
+    def generate(self, model: torch.nn.Module, split: str, start: int, stop: int, settings: GenerationSettings) -> list[NBest]:
+        sources = [example["source"].tolist() for example in self._examples(split)[start:stop]]
+        return beam_search(model, sources, self.vocab_size, settings, self.config.max_seq_len).nbest
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.vocab.decode(tokens)
+
+    def target_texts(self, split: str, start: int, stop: int) -> list[str]:
+        return [self.vocab.decode(example["target"][1:-1].tolist()) for example in self._examples(split)[start:stop]]
 
     def evaluate(self, model: torch.nn.Module, split: str, out_dir: Path, options: TranslationEvaluation) -> dict[str, Any]:
         pairs = self.pairs()[split][: options.max_sentences]

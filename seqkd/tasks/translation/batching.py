@@ -23,11 +23,12 @@ class TranslationBatch:
     target_in: torch.Tensor  # (N, T): BOS + target tokens, padded
     target_out: torch.Tensor  # (N, T): target tokens + EOS, padded
     target_lens: list[int]
+    indices: torch.Tensor  # (N,): each row's example index in its split (keys teacher-output caches)
 
     def to(self, device: torch.device) -> "TranslationBatch":
         return TranslationBatch(
             self.source.to(device), self.source_lens, self.target_in.to(device), self.target_out.to(device),
-            self.target_lens,
+            self.target_lens, self.indices,
         )
 
     @property
@@ -41,14 +42,16 @@ class TranslationBatch:
         return BatchLayout(tuple(self.target_in.shape), self.target_lens, device=self.target_in.device)
 
 
-Example = dict[str, torch.Tensor]  # {"source": src + EOS, "target": BOS + tgt + EOS}
+Example = dict[str, torch.Tensor | int]  # {"source": src + EOS, "target": BOS + tgt + EOS, "index": i}
 
 
 def _to_batch(collated: dict[str, Any]) -> TranslationBatch:
     src, tgt = collated["source"], collated["target"]
     target_lens = [n - 1 for n in tgt["seq_lens"]]
     seqs = tgt["seqs"]
-    return TranslationBatch(src["seqs"], list(src["seq_lens"]), seqs[:, :-1], seqs[:, 1:], target_lens)
+    return TranslationBatch(
+        src["seqs"], list(src["seq_lens"]), seqs[:, :-1], seqs[:, 1:], target_lens, torch.as_tensor(collated["index"])
+    )
 
 
 def _pipeline(

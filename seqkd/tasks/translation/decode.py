@@ -9,6 +9,7 @@ import sacrebleu
 import torch
 
 from seqkd.runtime import ensure_fairseq2
+from seqkd.tasks.base import GenerationSettings
 from seqkd.tasks.translation.vocab import BOS, EOS, PAD, UNK
 
 ensure_fairseq2()
@@ -20,25 +21,25 @@ from fairseq2.nn import BatchLayout  # noqa: E402
 
 
 @dataclass(frozen=True)
-class BeamSettings:
-    beam_size: int = 4
-    len_penalty: float = 1.0
-    max_len_a: float = 1.2
-    max_len_b: int = 10
-    batch_size: int = 64
-
-
-@dataclass(frozen=True)
 class Decoded:
-    token_ids: list[list[int]]  # best hypothesis per source, EOS stripped, in input order
+    nbest: list[list[tuple[list[int], float]]]  # per source, in input order: (tokens without EOS, score), best first
     seconds: float
+
+    @property
+    def token_ids(self) -> list[list[int]]:
+        """The best hypothesis per source."""
+        return [hyps[0][0] if hyps else [] for hyps in self.nbest]
 
 
 @torch.no_grad()
 def beam_search(
-    model: TransformerModel, sources: list[list[int]], vocab_size: int, settings: BeamSettings, max_seq_len: int
+    model: TransformerModel,
+    sources: list[list[int]],
+    vocab_size: int,
+    settings: GenerationSettings,
+    max_seq_len: int,
 ) -> Decoded:
-    """Decode ``sources`` (token ids ending in EOS) in length-sorted batches."""
+    """Decode ``sources`` (token ids ending in EOS) in length-sorted batches, keeping ``settings.nbest``."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -51,7 +52,7 @@ def beam_search(
         max_seq_len=max_seq_len,
     )
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    results: list[list[int]] = [[] for _ in sources]
+    results: list[list[tuple[list[int], float]]] = [[] for _ in sources]
     start = time.perf_counter()
     for lo in range(0, len(order), settings.batch_size):
         idx = order[lo : lo + settings.batch_size]
@@ -64,8 +65,10 @@ def beam_search(
             BatchLayout(tuple(prompt.shape), [1] * len(idx), device=device),
         )
         for i, hyps in zip(idx, out.hypotheses):
-            tokens = hyps[0].seq.tolist() if hyps else []
-            results[i] = [t for t in tokens if t != EOS]
+            results[i] = [
+                ([t for t in h.seq.tolist() if t != EOS], float(h.score) if h.score is not None else 0.0)
+                for h in hyps[: settings.nbest]
+            ]
     seconds = time.perf_counter() - start
     model.train(was_training)
     return Decoded(results, seconds)
