@@ -83,6 +83,9 @@ def build_topk(
             for j, item in enumerate(batch.indices.tolist()):
                 n = int(out.mask[j].sum())
                 rows[item] = (values[j, :n].cpu(), indices[j, :n].cpu())
+        missing = [i for i in range(start, stop) if i not in rows]
+        if missing:
+            raise CacheError(f"the task's batches skipped examples {missing[:5]}; cannot cache their rows")
         order = [rows[i] for i in range(start, stop)]
         lengths = [len(v) for v, _ in order]
         index_dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.int32

@@ -139,7 +139,6 @@ def test_topk_cache_round_trip_matches_the_teacher(tiny_task_and_teacher, tmp_pa
     m = out.mask
     assert torch.equal(got_i[m], want_i[m])
     assert torch.allclose(got_v[m], want_v[m].half().float(), atol=0)  # exact within fp16
-    assert topk.artifact.nbytes() / int(m.sum()) < 48 * 1.5  # sanity; the benchmark measures it exactly
     with pytest.raises(CacheError, match="vocabulary of 1000, the student's has 800"):
         topk.batch(batch.indices.tolist(), out.logits.shape[1], 800)
     with pytest.raises(CacheError, match="teacher: cache has 'teacher-a', this run needs 'teacher-b'"):

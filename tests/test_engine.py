@@ -35,7 +35,7 @@ def test_student_learns_and_beats_an_untrained_model(trained_run):
         assert student["bleu"] > baseline["bleu"], name
         assert student["chrf"] > baseline["chrf"], name
     distilled = (recipe.output_dir / "_cache" / "seq_kd" / "distilled.train.txt").read_text().splitlines()
-    assert len(distilled) > 2000 and all(line.strip() for line in distilled)
+    assert len(distilled) > 0.9 * engine.task.num_examples("train") and all(line.strip() for line in distilled)
     train = metrics(recipe.output_dir / "teacher", "train")
     assert train[-1]["loss"] < 0.7 * train[0]["loss"]
     untrained_nll = torch.log(torch.tensor(float(engine.task.vocab_size))).item()  # about uniform

@@ -42,7 +42,7 @@ def test_unknown_method_names_line_and_suggests(tmp_path):
     text = tiny_text(tmp_path).replace("method: word_kd", "method: word_dk")
     message = refused(tmp_path, text)
     assert f"bad.yaml:{line_of(text, 'word_dk')}: stages[1].method: unknown method 'word_dk'" in message
-    assert "did you mean 'word_kd'?" in message and "valid choices: supervised, word_kd" in message
+    assert "did you mean 'word_kd'?" in message and "valid choices: seq_kd, supervised, word_kd" in message
 
 
 def test_unknown_task_suggests(tmp_path):
@@ -51,7 +51,7 @@ def test_unknown_task_suggests(tmp_path):
 
 
 def test_unknown_field_lists_valid_fields(tmp_path):
-    text = tiny_text(tmp_path).replace("max_steps: 120", "max_step: 120")
+    text = tiny_text(tmp_path).replace("max_steps: 250", "max_step: 250")
     message = refused(tmp_path, text)
     assert f"bad.yaml:{line_of(text, 'max_step:')}: training.max_step: unknown field 'max_step'" in message
     assert "did you mean 'max_steps'?" in message
@@ -104,7 +104,7 @@ def test_overrides_apply_and_are_validated(tmp_path):
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path / "run"))
     recipe = load_recipe(path, ["training.max_steps=7", "stages.word_kd.options.alpha=0.25"])
     assert recipe.training.max_steps == 7 and recipe.stages[0].training.max_steps == 7
-    assert recipe.stages[1].training.max_steps == 60  # the stage's own override still wins
+    assert recipe.stages[1].training.max_steps == 200  # the stage's own override still wins
     assert recipe.stages[1].options.alpha == 0.25
     message = refused(tmp_path, path.read_text(), "training.max_steps=-3")
     assert "(command-line override): training.max_steps: Input should be greater than or equal to 1" in message
@@ -121,7 +121,7 @@ def test_show_prints_defaults(tmp_path, capsys):
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["training"]["label_smoothing"] == 0.1  # a default, not in the file
     assert shown["models"]["student"]["decoder_heads"] is None
-    assert shown["stages"][1]["options"] == {"alpha": 0.5, "temperature": 1.0}
+    assert shown["stages"][1]["options"] == {"alpha": 0.5, "temperature": 1.0, "teacher_source": "online", "top_k": 8}
 
 
 def test_validate_command_exit_codes(tmp_path, capsys):

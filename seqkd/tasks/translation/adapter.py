@@ -133,7 +133,7 @@ class TranslationTask(TaskAdapter):
             examples = [
                 {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS]), "index": i}
                 for i, (s, t) in enumerate(zip(src, tgt))
-                if len(s) <= limit and len(t) + 1 <= limit
+                if len(s) <= limit and len(t) + 2 <= limit
             ]
             # indices are positions in this filtered list, so caches can store rows densely
             for i, example in enumerate(examples):
@@ -152,7 +152,7 @@ class TranslationTask(TaskAdapter):
             replaced = [
                 {**examples[i], "target": torch.tensor([BOS] + t + [EOS])}
                 for i, t in sorted(targets.items())
-                if t and len(t) + 1 <= limit
+                if t and len(t) + 2 <= limit
             ]
             if not replaced:
                 raise DataError("the replacement training targets are empty (e.g. a teacher that generated nothing)")
