@@ -22,6 +22,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{info.name}  ({info.distribution} {info.version})")
         if args.verbose:
             print(f"  module:  {info.module}")
+            print(f"  file:    {info.path or '?'}")
+            print(f"  hooks:   {', '.join(info.hooks) or '-'}")
+            print(f"  api:     {info.api or '(not declared)'}")
         if info.error:
             print(f"  FAILED:  {info.error}")
             continue
@@ -34,6 +37,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             needs = ", ".join(sorted(cls.requires)) or "-"
             print(f"  method:  {name}  needs: {needs}  - {cls.description}")
     return 1 if any(i.error for i in registry.plugins) and args.strict else 0
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from seqkd.scaffold import write_plugin
+
+    folder = write_plugin(args.name, args.dir)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        print(f"wrote {path}")
+    print(f"\nnext: pip install -e {folder} && seqkd plugins")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -200,9 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list plugins and the tasks and methods they add")
-    p.add_argument("--verbose", action="store_true", help="also show where each plugin was loaded from")
+    p.add_argument("--verbose", action="store_true", help="also show each plugin's file, hooks and plugin API version")
     p.add_argument("--strict", action="store_true", help="exit non-zero if a plugin failed to load")
     p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("new-plugin", help="write a ready-to-install method plugin package")
+    p.add_argument("name", help="the method's name, as recipes will write it (e.g. my_method)")
+    p.add_argument("--dir", type=Path, default=Path("."), help="where to create seqkd-<name>/ (default: here)")
+    p.set_defaults(func=cmd_new_plugin)
 
     p = sub.add_parser("validate", help="check recipes; exit non-zero with the field and line of each problem")
     p.add_argument("files", nargs="+", type=Path)

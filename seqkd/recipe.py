@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seqkd.errors import SeqkdError
 from seqkd.method import Method
-from seqkd.plugins import Registry, get_registry
+from seqkd.plugins import KNOWN_PLUGINS, Registry, allow_list, get_registry
 from seqkd.tasks.base import TaskAdapter
 from seqkd.training_config import TrainingConfig
 
@@ -175,6 +175,28 @@ def _choices(kind: str, name: object, valid: list[str]) -> str:
     return f"unknown {kind} {name!r}{did_you_mean} (valid choices: {', '.join(sorted(valid)) or 'none'})"
 
 
+def _unknown_plugin(kind: str, name: object, registry: Registry) -> str:
+    """An unknown task or method: the choices, plus where it might come from (tasks and methods are
+    plugins, so the likely cause is a package that is not installed, did not load or is not allowed)."""
+    message = _choices(kind, name, list(getattr(registry, f"{kind}s")))
+    known = KNOWN_PLUGINS.get(str(name))
+    failed = [info for info in registry.plugins if info.error]
+    if known is not None:
+        broken = next((info for info in failed if info.distribution == known.distribution), None)
+        if broken is not None:
+            message += f"; {kind} {name!r} comes from {known.distribution}, which is installed but failed to load: {broken.error}"
+        else:
+            message += f"; {kind} {name!r} comes from the plugin package {known.distribution}, which is not installed: {known.install}"
+    elif failed:
+        message += f"; plugins that failed to load: {', '.join(i.name for i in failed)} (`seqkd plugins` shows why)"
+    else:
+        message += f"; {kind}s come from plugins: `seqkd plugins` lists the installed ones"
+    allowed = allow_list()
+    if allowed is not None:
+        message += f" (SEQKD_PLUGINS is set and loads only: {', '.join(sorted(allowed)) or 'nothing'})"
+    return message
+
+
 def _schema_at(schema: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     """The pydantic model that owns ``loc`` (to list valid field names for unknown keys)."""
     current: Any = schema
@@ -282,7 +304,7 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     task_name = core.task.get("name")
     task_cls = registry.tasks.get(task_name) if isinstance(task_name, str) else None
     if task_cls is None:
-        raise fail([Problem(("task", "name"), _choices("task", task_name, list(registry.tasks)))])
+        raise fail([Problem(("task", "name"), _unknown_plugin("task", task_name, registry))])
     task = _validate(task_cls.config_schema, core.task, ("task",), problems)
     models = {role: _validate(task_cls.model_schema, cfg, ("models", role), problems) for role, cfg in core.models.items()}
     evaluation = _validate(task_cls.evaluation_schema, core.evaluation, ("evaluation",), problems)
@@ -295,7 +317,7 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
         if sc.name in seen:
             problems.append(Problem(at + ("name",), f"stage name {sc.name!r} is used twice"))
         if method_cls is None:
-            problems.append(Problem(at + ("method",), _choices("method", sc.method, list(registry.methods))))
+            problems.append(Problem(at + ("method",), _unknown_plugin("method", sc.method, registry)))
         if sc.model not in core.models:
             problems.append(Problem(at + ("model",), _choices("model role", sc.model, list(core.models))))
         if sc.teacher is not None and sc.teacher not in seen:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import random
 import subprocess
 import sys
 
 import pytest
 
 from seqkd.plugins import ENTRY_POINT_GROUP, load_plugins
+from tests.conftest import REPO
 
 
 def ep(name: str, value: str) -> importlib.metadata.EntryPoint:
@@ -74,3 +76,27 @@ def test_broken_plugin_does_not_break_the_cli(module, monkeypatch):
 
     assert main(["plugins"]) == 0
     assert main(["plugins", "--strict"]) == 1
+
+
+def test_load_order_does_not_change_the_registry():
+    # entry points load sorted by name: whatever order the environment lists them in, the same
+    # plugins win, fail and register the same names
+    entries = installed() + [ep("zz_duplicate", "tests.fixtures.duplicate_plugin"), ep("explodes", "tests.fixtures.raising_plugin")]
+    reference = load_plugins(entries)
+    assert [p.name for p in reference.plugins] == sorted(e.name for e in entries)
+    for seed in range(3):
+        shuffled_entries = entries[:]
+        random.Random(seed).shuffle(shuffled_entries)
+        shuffled = load_plugins(shuffled_entries)
+        assert shuffled.plugins == reference.plugins
+        assert shuffled.methods == reference.methods and shuffled.tasks == reference.tasks
+    assert reference.methods["word_kd"].__module__ == "seqkd_plugins.word_kd"
+
+
+def test_verbose_listing_shows_file_and_hooks(capsys):
+    from seqkd.cli import main
+
+    assert main(["plugins", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert f"file:    {REPO / 'plugins' / 'word_kd' / '__init__.py'}" in out
+    assert "hooks:   register_tasks" in out and "hooks:   register_methods" in out

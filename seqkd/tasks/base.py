@@ -5,9 +5,11 @@ runs a forward pass that returns a *typed* output, and evaluates a trained model
 touch a model's internals; they ask the adapter through the capabilities it declares:
 
 - ``token_logits``: ``forward`` returns :class:`TokenLogits` (per-position vocabulary logits),
-- ``generation``: ``evaluate`` / ``translate`` decode with a search (beam search, Viterbi, ...).
+- ``generation``: ``evaluate`` / ``translate`` decode with a search (beam search, Viterbi, ...),
+- ``hidden_states``: ``hidden_states`` returns :class:`HiddenStates` (the final hidden state at each
+  target position, with the ``forward`` output of the same pass).
 
-Later adapters add their own output types and capabilities (``crf``, ``hidden_states``, ...).
+Later adapters add their own output types and capabilities (``crf``, ...).
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel
+
+
+# The capabilities seqkd defines a contract for, and what an adapter that offers one provides
+# (docs/plugins.md is generated from this).
+CAPABILITIES: dict[str, str] = {
+    "token_logits": "`forward()` returns `TokenLogits(logits, targets, mask)`: per-position logits over a vocabulary",
+    "generation": "`generate()`, `detokenize()` and `target_texts()`: n-best decoding of a split (beam search)",
+    "hidden_states": "`hidden_states()` returns `HiddenStates(hidden, mask, output)`: final hidden states and the `forward()` output of the same pass",
+}
 
 
 class Batch(Protocol):
@@ -38,6 +49,19 @@ class TokenLogits:
     logits: torch.Tensor  # (N, T, V)
     targets: torch.Tensor  # (N, T)
     mask: torch.Tensor  # (N, T) bool, False at padding
+
+
+@dataclass(frozen=True)
+class HiddenStates:
+    """The model's final hidden state at each target position, for representation-matching losses.
+
+    ``output`` is the adapter's ordinary ``forward`` output computed in the same pass, so a method
+    that needs both (e.g. KD on logits plus a cosine loss on hidden states) runs the model once.
+    """
+
+    hidden: torch.Tensor  # (N, T, D), the representation the output layer reads
+    mask: torch.Tensor  # (N, T) bool, False at padding
+    output: Any  # what ``forward`` returns for the same batch (TokenLogits for translation)
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,12 @@ class TaskAdapter(ABC):
 
     def target_texts(self, split: str, start: int, stop: int) -> list[str]:
         raise NotImplementedError(f"task {self.name!r} does not offer generation")
+
+    # -- the ``hidden_states`` capability -----------------------------------------------------
+
+    def hidden_states(self, model: torch.nn.Module, batch: Any) -> HiddenStates:
+        """The model's final hidden states on ``batch``, with its ``forward`` output from the same pass."""
+        raise NotImplementedError(f"task {self.name!r} does not offer hidden_states")
 
     @abstractmethod
     def forward(self, model: torch.nn.Module, batch: Any) -> Any:

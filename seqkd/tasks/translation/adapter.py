@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from seqkd.tasks.base import GenerationSettings, NBest, TaskAdapter, TokenLogits
+from seqkd.tasks.base import GenerationSettings, HiddenStates, NBest, TaskAdapter, TokenLogits
 from seqkd.tasks.translation.batching import EpochReader, Example, TranslationBatch, fixed_batches
 from seqkd.tasks.translation.config import TranslationConfig, TranslationEvaluation
 from seqkd.errors import DataError
@@ -31,7 +31,7 @@ SPLITS = ("train", "valid", "test")
 class TranslationTask(TaskAdapter):
     name: ClassVar[str] = "translation"
     description: ClassVar[str] = "Encoder-decoder Transformer translation (fairseq2), BLEU/chrF with sacreBLEU"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states"})
     config_schema = TranslationConfig
     model_schema = TransformerConfig
     evaluation_schema = TranslationEvaluation
@@ -176,6 +176,20 @@ class TranslationTask(TaskAdapter):
     def forward(self, model: torch.nn.Module, batch: TranslationBatch) -> TokenLogits:
         logits = model(batch.source, batch.source_layout(), batch.target_in, batch.target_layout())
         return TokenLogits(logits, batch.target_out, batch.target_out != PAD)
+
+    def hidden_states(self, model: torch.nn.Module, batch: TranslationBatch) -> HiddenStates:
+        """The decoder's output (after its final layer norm, before the output projection).
+
+        fairseq2 0.8.1's ``TransformerModel`` has no public encode/decode split, so this runs the
+        same steps as its ``forward`` (frontends, encoder, decoder, ``final_proj``) and keeps the
+        decoder output; the logits are therefore identical to ``forward``'s.
+        """
+        source, source_layout = model.encoder_frontend(batch.source, batch.source_layout())
+        encoded = model.encoder(source, source_layout)
+        target, target_layout = model.decoder_frontend(batch.target_in, batch.target_layout())
+        hidden = model.decoder(target, target_layout, encoded, source_layout)
+        mask = batch.target_out != PAD
+        return HiddenStates(hidden, mask, TokenLogits(model.final_proj(hidden), batch.target_out, mask))
 
     def nll(self, output: TokenLogits, label_smoothing: float) -> tuple[torch.Tensor, int]:
         mask = output.mask
