@@ -109,8 +109,12 @@ def tiny_ner_recipe(output_dir: Path, data: dict | None = None, **task) -> dict:
         "stages": [
             {"name": "teacher", "method": "supervised", "model": "teacher", "training": {"max_steps": 60}},
             {"name": "word_kd", "method": "word_kd", "model": "student", "teacher": "teacher"},
+            {"name": "word_kd_cache", "method": "word_kd", "model": "student", "teacher": "teacher",
+             "options": {"teacher_source": "cache", "top_k": 4}},
             {"name": "kbest_crf", "method": "kbest_crf", "model": "student", "teacher": "teacher",
              "options": {"k": 3, "alpha": 1.0, "beta": 1.0, "temperature": 2.0}},
+            {"name": "kbest_crf_cache", "method": "kbest_crf", "model": "student", "teacher": "teacher",
+             "options": {"k": 3, "alpha": 1.0, "beta": 1.0, "temperature": 2.0, "teacher_source": "cache"}},
         ],
     }
 
@@ -137,12 +141,29 @@ def test_tiny_run_learns_and_students_beat_an_untrained_model(tmp_path, capsys):
     torch.manual_seed(0)
     untrained = engine.task.evaluate(engine.task.build_model(recipe.models["student"]), "valid", tmp_path / "u", recipe.evaluation)
     assert reports["teacher"].metrics["f1"] > max(untrained["f1"] + 30, 60)
-    for name in ("word_kd", "kbest_crf"):
+    for name in ("word_kd", "word_kd_cache", "kbest_crf", "kbest_crf_cache"):
         assert reports[name].metrics["f1"] > untrained["f1"] + 20, name
         assert reports[name].parameters < reports["teacher"].parameters
     teacher = reports["teacher"].metrics
     assert set(teacher["per_type"]) <= {t[2:] for t in engine.task.tags if t != "O"}
     assert (recipe.output_dir / "teacher" / "predictions.valid.tsv").exists()
+    assert (recipe.output_dir / "_cache" / "word_kd_cache").is_dir()
+
+    # the kbest cache holds what the teacher computes online
+    from seqkd.cache import Artifact
+    from seqkd.engine import load_trained_model
+    from seqkd_plugins.kbest_crf import read_kbest
+
+    teacher = load_trained_model(engine.task, recipe.output_dir / "teacher" / "model.pt", check_vocabulary=True).eval()
+    batch = engine.task.indexed_batches("train", 0, 20, 10**6)[0]
+    out = engine.task.forward(teacher, batch)
+    cached_paths, cached_marginals = read_kbest(
+        Artifact.read(recipe.output_dir / "_cache" / "kbest_crf_cache" / "kbest"), batch.indices.tolist(), batch.tokens.shape[1]
+    )
+    online = out.crf.kbest(out.logits, out.mask, 3)
+    assert [[p for p, _ in row] for row in cached_paths] == [[p for p, _ in row] for row in online]
+    expected = out.crf.log_marginals(out.logits, out.mask, 2.0).detach()
+    assert torch.allclose(cached_marginals[out.mask], expected[out.mask], atol=2e-2)
 
     from seqkd.cli import main
 
@@ -182,3 +203,30 @@ def test_kbest_crf_losses_against_exhaustive_teacher_paths():
     student = CRFOutput(torch.randn(2, 3, 3), teacher.targets, mask, other)
     assert sequence_loss(student, tags, weights).item() > entropy
     assert marginal_kl(student, teacher, 1.0).item() > 0
+
+
+def test_bioes_training_tags_and_resumable_reader(tmp_path):
+    """Tags are converted to the models' scheme; the training reader resumes where it stopped."""
+    from seqkd.tasks.ner.adapter import NERTask
+    from seqkd.tasks.ner.config import NERConfig
+
+    corpus = synthetic_corpus(tmp_path / "corpus.txt", sentences=200)
+    config = NERConfig.model_validate({"data": {"corpus": str(corpus)}, "tag_scheme": "BIOES"})
+    task = NERTask(config, tmp_path / "work", tmp_path)
+    task.prepare()
+    assert task.tags == ["O", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B-PER", "I-PER", "E-PER", "S-PER"]
+    assert {t for s in task.sentences()["train"] for t in s.tags} == {"O", "S-LOC", "S-PER", "B-PER", "I-PER", "E-PER"}
+    assert sum(task.num_examples(s) for s in ("train", "valid", "test")) == 200
+    first = task.fingerprint()
+    assert NERTask(config, tmp_path / "work", tmp_path).fingerprint() == first
+
+    reader = task.train_reader(300, seed=3)
+    stream = iter(reader)
+    for _ in range(7):  # past the end of the first epoch
+        next(stream)
+    state = reader.state_dict()
+    expected = [next(stream).tokens for _ in range(3)]
+    resumed = task.train_reader(300, seed=3)
+    resumed.load_state_dict(state)
+    again = iter(resumed)
+    assert all(torch.equal(next(again).tokens, e) for e in expected)

@@ -9,19 +9,29 @@ L = L_gold + alpha * L_seq + beta * L_tok, summed over the batch's sentences, wh
 - L_tok = sum_t KL(p_T(y_t | x) || p_S(y_t | x)) between the teacher's forward-backward marginals
   (at temperature T) and the student's.
 
+The teacher either runs at every step (``teacher_source: online``) or once, before training, into a
+``kbest`` cache of its k-best paths, their scores and its marginals for every training sentence
+(``teacher_source: cache``; built on the generic artifact store of ``seqkd.cache`` like the
+``topk`` cache of ``word_kd``), so training never runs the teacher.
+
 The losses are the method, so they are written here by hand on top of ``seqkd.tasks.ner.crf``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from seqkd.cache import Artifact, CacheError, build_artifact
 from seqkd.hookspecs import hookimpl
-from seqkd.method import LossOutput, Method
-from seqkd.tasks.base import CRFOutput
+from seqkd.method import LossOutput, Method, StageContext
+from seqkd.tasks.base import CRFOutput, TaskAdapter
+from seqkd.teacher_outputs import SHARD_SIZE, _open_or_build, cache_parts
+
+KBest = list[list[tuple[list[int], float]]]  # per sentence: (tag path, score), best first
 
 
 class KBestCRFOptions(BaseModel):
@@ -32,6 +42,9 @@ class KBestCRFOptions(BaseModel):
     beta: float = Field(1.0, ge=0.0, description="Weight of the token-level KL between CRF marginals.")
     temperature: float = Field(1.0, gt=0.0, description="The teacher's CRF scores are divided by T for pi and its marginals.")
     use_gold: bool = Field(True, description="Add the student's CRF likelihood of the gold tags.")
+    teacher_source: Literal["online", "cache"] = Field(
+        "online", description="Run the teacher every step, or read its cached k-best paths and marginals."
+    )
 
 
 def path_weights(kbest: list[list[tuple[list[int], float]]], k: int, length: int, temperature: float, device: torch.device):
@@ -61,10 +74,73 @@ def sequence_loss(student: CRFOutput, tags: torch.Tensor, weights: torch.Tensor)
 
 def marginal_kl(student: CRFOutput, teacher: CRFOutput, temperature: float) -> torch.Tensor:
     """sum over real positions of KL(teacher marginals at T || student marginals)."""
+    return marginal_kl_from(student, teacher.crf.log_marginals(teacher.logits.float(), student.mask, temperature))
+
+
+def marginal_kl_from(student: CRFOutput, teacher_log_marginals: torch.Tensor) -> torch.Tensor:
     mask = student.mask
     log_q = student.crf.log_marginals(student.logits.float(), mask)[mask]
-    log_p = teacher.crf.log_marginals(teacher.logits.float(), mask, temperature)[mask]
+    log_p = teacher_log_marginals[mask]
     return (log_p.exp() * (log_p - log_q)).sum()
+
+
+# -- the ``kbest`` cache ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def build_kbest(task: TaskAdapter, teacher: torch.nn.Module, context: StageContext, k: int, temperature: float) -> Artifact:
+    """Per training sentence: the teacher's k-best paths (int16 tags), their raw scores (float32) and
+    its log-marginals at ``temperature`` (float16, one row of tags per token)."""
+    folder = context.cache_dir / "kbest"
+    parts = cache_parts(task, context, {"kind": "kbest", "k": k, "temperature": temperature})
+    teacher.eval()
+
+    def make_shard(start: int, stop: int) -> dict[str, np.ndarray]:
+        rows: dict[int, tuple[list[tuple[list[int], float]], torch.Tensor]] = {}
+        for batch in task.indexed_batches("train", start, stop, context.max_tokens):
+            out = task.forward(teacher, batch.to(context.device))
+            paths = out.crf.kbest(out.logits.float(), out.mask, k)
+            marginals = out.crf.log_marginals(out.logits.float(), out.mask, temperature).cpu()
+            for j, item in enumerate(batch.indices.tolist()):
+                rows[item] = (paths[j], marginals[j, : int(out.mask[j].sum())])
+        missing = [i for i in range(start, stop) if i not in rows]
+        if missing:
+            raise CacheError(f"the task's batches skipped examples {missing[:5]}; cannot cache their paths")
+        order = [rows[i] for i in range(start, stop)]
+        return {
+            "path_offsets": np.concatenate([[0], np.cumsum([len(p) for p, _ in order])]).astype(np.int64),
+            "token_offsets": np.concatenate([[0], np.cumsum([len(m) for _, m in order])]).astype(np.int64),
+            "tag_offsets": np.concatenate([[0], np.cumsum([len(path) for p, _ in order for path, _ in p])]).astype(np.int64),
+            "tags": np.array([t for p, _ in order for path, _ in p for t in path], dtype=np.int16),
+            "scores": np.array([score for p, _ in order for _, score in p], dtype=np.float32),
+            "marginals": torch.cat([m for _, m in order]).numpy().astype(np.float16),
+        }
+
+    return _open_or_build(folder, "kbest", parts, context, lambda: build_artifact(
+        folder, "kbest", parts, task.num_examples("train"), SHARD_SIZE, make_shard,
+        meta={"k": k, "temperature": temperature}, progress=lambda done, total: context.log(f"teacher k-best: {done}/{total} examples"),
+    ))
+
+
+def read_kbest(artifact: Artifact, items: list[int], length: int) -> tuple[KBest, torch.Tensor]:
+    """The cached paths of ``items`` and their log-marginals padded to ``(N, length, K)``."""
+    kbest: KBest = []
+    rows = []
+    for item in items:
+        shard = artifact.shard_of(item)
+        a, i = shard.arrays, item - shard.start
+        paths = []
+        for p in range(int(a["path_offsets"][i]), int(a["path_offsets"][i + 1])):
+            lo, hi = int(a["tag_offsets"][p]), int(a["tag_offsets"][p + 1])
+            paths.append((a["tags"][lo:hi].astype(np.int64).tolist(), float(a["scores"][p])))
+        kbest.append(paths)
+        rows.append(torch.from_numpy(a["marginals"][int(a["token_offsets"][i]) : int(a["token_offsets"][i + 1])].astype(np.float32)))
+    marginals = torch.zeros(len(items), length, rows[0].shape[-1])
+    for j, row in enumerate(rows):
+        if len(row) > length:
+            raise CacheError(f"{artifact.folder}: example {items[j]} has {len(row)} cached tokens, the batch {length}")
+        marginals[j, : len(row)] = row
+    return kbest, marginals
 
 
 class KBestCRF(Method):
@@ -76,6 +152,23 @@ class KBestCRF(Method):
     options_schema = KBestCRFOptions
 
     options: KBestCRFOptions
+    cache: Artifact | None = None
+
+    def prepare(self, context: StageContext) -> None:
+        if self.options.teacher_source == "cache":
+            self.cache = build_kbest(self.task, self.teacher, context, self.options.k, self.options.temperature)
+
+    def _teacher(self, batch: Any, length: int, device: torch.device) -> tuple[KBest, torch.Tensor]:
+        """The teacher's k-best paths and log-marginals (at T) for the batch: cached or computed now."""
+        o = self.options
+        if self.cache is not None:
+            kbest, log_marginals = read_kbest(self.cache, batch.indices.tolist(), length)
+            return kbest, log_marginals.to(device)
+        with torch.no_grad():
+            teacher = self.task.forward(self.teacher, batch)
+            kbest = teacher.crf.kbest(teacher.logits.float(), teacher.mask, o.k) if o.alpha > 0 else []
+            log_marginals = teacher.crf.log_marginals(teacher.logits.float(), teacher.mask, o.temperature)
+        return kbest, log_marginals
 
     def loss(self, batch: Any) -> LossOutput:
         o = self.options
@@ -86,15 +179,13 @@ class KBestCRF(Method):
         if o.use_gold:
             gold, _ = self.task.nll(student, 0.0)
             total, parts["gold"] = total + gold, gold.item()
-        with torch.no_grad():
-            teacher = self.task.forward(self.teacher, batch)
+        kbest, teacher_log_marginals = self._teacher(batch, student.logits.shape[1], student.logits.device)
         if o.alpha > 0:
-            kbest = teacher.crf.kbest(teacher.logits.float(), teacher.mask, o.k)
             tags, weights = path_weights(kbest, o.k, student.logits.shape[1], o.temperature, student.logits.device)
             seq = sequence_loss(student, tags, weights)
             total, parts["seq"] = total + o.alpha * seq, seq.item()
         if o.beta > 0:
-            tok = marginal_kl(student, teacher, o.temperature)
+            tok = marginal_kl_from(student, teacher_log_marginals)
             total, parts["tok"] = total + o.beta * tok, tok.item()
         return LossOutput(total, n, parts)
 
