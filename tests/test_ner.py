@@ -230,3 +230,15 @@ def test_bioes_training_tags_and_resumable_reader(tmp_path):
     resumed.load_state_dict(state)
     again = iter(resumed)
     assert all(torch.equal(next(again).tokens, e) for e in expected)
+
+
+def test_conll2003_recipe_validates_without_its_data_and_running_names_the_missing_file():
+    from seqkd.engine import Engine
+    from seqkd.recipe import load_recipe
+
+    path = REPO / "recipes" / "conll2003-ner" / "bilstm-crf.yaml"
+    recipe = load_recipe(path)  # validation reads no data
+    assert [s.method.name for s in recipe.stages] == ["supervised", "supervised", "word_kd", "kbest_crf"]
+    if not (REPO / "data" / "conll2003" / "train.txt").exists():
+        with pytest.raises(DataError, match=r"conll2003/train.txt: no such file"):
+            Engine(recipe).task.fingerprint()

@@ -160,7 +160,8 @@ class NERTask(TaskAdapter):
 
     def _examples(self, split: str) -> list[Example]:
         if split not in self._encoded:
-            self.vocab
+            if self._vocab is None:
+                self.prepare()
             self._encoded[split] = [
                 {"tokens": self.encode_tokens(s.tokens), "tags": torch.tensor([self._tag_ids[t] for t in s.tags]), "index": i}
                 for i, s in enumerate(self.sentences()[split])

@@ -10,6 +10,9 @@ import torch
 
 Example = dict[str, Any]  # {"tokens": LongTensor (L,), "tags": LongTensor (L,), "index": int}
 
+SORT_WINDOW_BATCHES = 50  # length-sorting window, in batches
+TYPICAL_SENTENCE_TOKENS = 30  # to turn that into sentences without a pass over the data
+
 
 @dataclass
 class NERBatch:
@@ -59,7 +62,7 @@ def budget_batches(examples: list[Example], max_tokens: int, pad_idx: int) -> li
 class EpochReader:
     """Endless shuffled batches; epoch ``e`` is shuffled with seed ``seed + e``.
 
-    Within an epoch, sentences are sorted by length inside windows of 50 batches' worth so that a
+    Within an epoch, sentences are sorted by length inside windows of about 50 batches so that a
     batch holds little padding while batch order stays random. The state is (epoch, position): an
     epoch's batches are a function of the seed, so resuming rebuilds them and skips ahead.
     """
@@ -72,7 +75,7 @@ class EpochReader:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.examples), generator=g).tolist()
         shuffled = [self.examples[i] for i in order]
-        window = max(50 * self.max_tokens // 30, 1)
+        window = max(SORT_WINDOW_BATCHES * self.max_tokens // TYPICAL_SENTENCE_TOKENS, 1)
         arranged = []
         for s in range(0, len(shuffled), window):
             arranged += sorted(shuffled[s : s + window], key=lambda e: len(e["tokens"]))

@@ -100,7 +100,9 @@ def read_conll(
         if tokens:
             fixed = _repair(tags, scheme, repair, wheres)
             sentences.append(Sentence(list(tokens), fixed, wheres[0]))
-            tokens.clear(), tags.clear(), wheres.clear()
+            tokens.clear()
+            tags.clear()
+            wheres.clear()
 
     for number, line in enumerate(text.splitlines(), 1):
         where = f"{path}:{number}"

@@ -100,7 +100,6 @@ class CRF(nn.Module):
         trans, start, end = self.transitions.float(), self.start.float(), self.end.float()
         n, length, tags = emissions.shape
         lengths = mask.long().sum(1).tolist()
-        neg = torch.tensor(float("-inf"), device=emissions.device)
         # scores[b, tag, r]: r-th best partial path ending in tag; -inf where fewer exist
         scores = torch.full((n, tags, k), float("-inf"), device=emissions.device)
         scores[:, :, 0] = start + emissions[:, 0]
@@ -110,7 +109,6 @@ class CRF(nn.Module):
             cand = cand.permute(0, 2, 1, 3).reshape(n, tags, tags * k)  # (N, cur, prev*rank)
             order = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., :k]
             best = cand.gather(-1, order) + emissions[:, t].unsqueeze(-1)
-            best = torch.where(torch.isfinite(best), best, neg)
             active = mask[:, t].view(n, 1, 1)
             scores = torch.where(active, best, scores)
             back.append((order // k, order % k))
