@@ -101,7 +101,8 @@ def tiny_ner_recipe(output_dir: Path, data: dict | None = None, **task) -> dict:
         "task": {"name": "ner", "data": data or {"builtin": "wnut"}, "lowercase": True, "max_seq_len": 48,
                  "long_sentences": "truncate", **task},
         "models": {"teacher": {"embed_dim": 48, "hidden_dim": 48, "dropout": 0.1},
-                   "student": {"embed_dim": 24, "hidden_dim": 24, "dropout": 0.1}},
+                   "student": {"embed_dim": 24, "hidden_dim": 24, "dropout": 0.1},
+                   "transformer": {"encoder": "transformer", "embed_dim": 32, "heads": 4, "ffn_dim": 64, "dropout": 0.1}},
         "training": {"max_steps": 40, "max_tokens": 600, "lr": 0.01, "warmup_steps": 10, "label_smoothing": 0.0,
                      "log_every": 20, "validate_every": 20, "checkpoint_every": 60},
         "evaluation": {"split": "valid"},
@@ -109,6 +110,7 @@ def tiny_ner_recipe(output_dir: Path, data: dict | None = None, **task) -> dict:
         "stages": [
             {"name": "teacher", "method": "supervised", "model": "teacher", "training": {"max_steps": 60}},
             {"name": "word_kd", "method": "word_kd", "model": "student", "teacher": "teacher"},
+            {"name": "transformer_kbest", "method": "kbest_crf", "model": "transformer", "teacher": "teacher"},
             {"name": "word_kd_cache", "method": "word_kd", "model": "student", "teacher": "teacher",
              "options": {"teacher_source": "cache", "top_k": 4}},
             {"name": "kbest_crf", "method": "kbest_crf", "model": "student", "teacher": "teacher",
@@ -141,7 +143,7 @@ def test_tiny_run_learns_and_students_beat_an_untrained_model(tmp_path, capsys):
     torch.manual_seed(0)
     untrained = engine.task.evaluate(engine.task.build_model(recipe.models["student"]), "valid", tmp_path / "u", recipe.evaluation)
     assert reports["teacher"].metrics["f1"] > max(untrained["f1"] + 30, 60)
-    for name in ("word_kd", "word_kd_cache", "kbest_crf", "kbest_crf_cache"):
+    for name in ("word_kd", "word_kd_cache", "kbest_crf", "kbest_crf_cache", "transformer_kbest"):
         assert reports[name].metrics["f1"] > untrained["f1"] + 20, name
         assert reports[name].parameters < reports["teacher"].parameters
     teacher = reports["teacher"].metrics
@@ -242,3 +244,17 @@ def test_conll2003_recipe_validates_without_its_data_and_running_names_the_missi
     if not (REPO / "data" / "conll2003" / "train.txt").exists():
         with pytest.raises(DataError, match=r"conll2003/train.txt: no such file"):
             Engine(recipe).task.fingerprint()
+
+
+def test_transformer_tagger_ignores_padding():
+    from seqkd.tasks.ner.config import TaggerConfig
+    from seqkd.tasks.ner.model import build_tagger
+
+    torch.manual_seed(0)
+    model = build_tagger(TaggerConfig(encoder="transformer", embed_dim=16, heads=2, ffn_dim=32, dropout=0.0), 30, 5, 0, 16).eval()
+    tokens = torch.randint(1, 30, (2, 6))
+    lengths = torch.tensor([6, 3])
+    other = tokens.clone()
+    other[1, 3:] = torch.randint(1, 30, (3,))
+    with torch.no_grad():
+        assert torch.allclose(model(tokens, lengths)[1, :3], model(other, lengths)[1, :3], atol=1e-5)

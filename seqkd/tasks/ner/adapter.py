@@ -14,9 +14,9 @@ import torch
 from seqkd.errors import DataError
 from seqkd.tasks.base import CRFOutput, TaskAdapter
 from seqkd.tasks.ner.batching import EpochReader, Example, NERBatch, budget_batches
-from seqkd.tasks.ner.config import BiLSTMConfig, NERConfig, NEREvaluation
+from seqkd.tasks.ner.config import TaggerConfig, NERConfig, NEREvaluation
 from seqkd.tasks.ner.corpus import Sentence, convert, read_conll, split_of, to_bio
-from seqkd.tasks.ner.model import BiLSTMCRF
+from seqkd.tasks.ner.model import build_tagger
 
 SPLITS = ("train", "valid", "test")
 PAD, UNK = "<pad>", "<unk>"
@@ -35,10 +35,10 @@ def builtin_text(name: str) -> tuple[str, str]:
 
 class NERTask(TaskAdapter):
     name: ClassVar[str] = "ner"
-    description: ClassVar[str] = "Named-entity recognition: BiLSTM-CRF taggers on CoNLL-style data, seqeval entity F1"
+    description: ClassVar[str] = "Named-entity recognition: BiLSTM- or Transformer-CRF taggers on CoNLL-style data, seqeval entity F1"
     capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "crf"})
     config_schema = NERConfig
-    model_schema = BiLSTMConfig
+    model_schema = TaggerConfig
     evaluation_schema = NEREvaluation
 
     config: NERConfig
@@ -190,8 +190,8 @@ class NERTask(TaskAdapter):
 
     # -- models -------------------------------------------------------------------------------
 
-    def build_model(self, model_config: BiLSTMConfig) -> torch.nn.Module:
-        return BiLSTMCRF(model_config, len(self.vocab["words"]), len(self.tags), self._word_ids[PAD])
+    def build_model(self, model_config: TaggerConfig) -> torch.nn.Module:
+        return build_tagger(model_config, len(self.vocab["words"]), len(self.tags), self._word_ids[PAD], self.config.max_seq_len)
 
     def forward(self, model: torch.nn.Module, batch: NERBatch) -> CRFOutput:
         emissions = model(batch.tokens, batch.lengths)

@@ -58,16 +58,24 @@ class NERConfig(BaseModel):
     min_train_sentences: int = Field(10, ge=1, description="Refuse training data smaller than this.")
 
 
-class BiLSTMConfig(BaseModel):
-    """A BiLSTM-CRF tagger: word embeddings, a bidirectional LSTM, a linear emission layer, a CRF."""
+class TaggerConfig(BaseModel):
+    """A CRF tagger: word embeddings, an encoder (BiLSTM or Transformer), linear emissions, a CRF."""
 
     model_config = ConfigDict(extra="forbid")
 
-    encoder: Literal["bilstm"] = "bilstm"
-    embed_dim: int = Field(100, ge=1, description="Word embedding size.")
-    hidden_dim: int = Field(128, ge=1, description="LSTM hidden size per direction.")
-    layers: int = Field(1, ge=1, description="Stacked BiLSTM layers.")
-    dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on embeddings and LSTM outputs.")
+    encoder: Literal["bilstm", "transformer"] = Field("bilstm", description="The encoder over word embeddings.")
+    embed_dim: int = Field(100, ge=1, description="Word embedding size (the Transformer's model width).")
+    hidden_dim: int = Field(128, ge=1, description="LSTM hidden size per direction (bilstm).")
+    layers: int = Field(1, ge=1, description="Stacked encoder layers.")
+    heads: int = Field(4, ge=1, description="Attention heads (transformer); must divide embed_dim.")
+    ffn_dim: int = Field(256, ge=1, description="Feed-forward inner width (transformer).")
+    dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on embeddings and encoder outputs.")
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> "TaggerConfig":
+        if self.encoder == "transformer" and self.embed_dim % self.heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
+        return self
 
 
 class NEREvaluation(BaseModel):
