@@ -1,0 +1,51 @@
+"""Decode speed of a recipe's trained models, measured together: sentences/s and ratio to the first.
+
+Every model decodes the same sentences with the recipe's evaluation settings (fairseq2 beam
+search), in alternating rounds so that machine noise hits all of them alike; the median is kept.
+
+    .venv/bin/python -m benchmarks.decode_speed recipes/bible-en-es/quickstart.yaml [--sentences 400] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+
+from seqkd.engine import Engine, count_parameters, load_trained_model
+from seqkd.recipe import load_recipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", type=Path)
+    parser.add_argument("--sentences", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    recipe = load_recipe(args.recipe)
+    engine = Engine(recipe)
+    engine.task.prepare()
+    sources = [p.source for p in engine.task.pairs()["test"][: args.sentences]]
+    models = {
+        s.name: load_trained_model(engine.task, engine.stage_dir(s.name) / "model.pt", check_vocabulary=True)
+        for s in recipe.stages
+        if (engine.stage_dir(s.name) / "model.pt").exists()
+    }
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(args.rounds):
+        names = list(models) if r % 2 == 0 else list(reversed(models))
+        for name in names:
+            _, seconds = engine.task.translate(models[name], sources, recipe.evaluation)
+            speeds[name].append(len(sources) / seconds)
+    first = statistics.median(next(iter(speeds.values())))
+    print(f"{len(sources)} test sentences, beam {recipe.evaluation.beam_size}, {torch.get_num_threads()} threads, "
+          f"median of {args.rounds} rounds")
+    for name, values in speeds.items():
+        median = statistics.median(values)
+        print(f"{name:16s} {count_parameters(models[name]) / 1e6:6.2f}M params  {median:7.1f} sentences/s  {median / first:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
