@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from seqkd.errors import SeqkdError
+from seqkd.hashing import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "seqkd-cache/1"
@@ -40,14 +41,6 @@ class CacheError(SeqkdError):
 
 def make_key(parts: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _describe_change(name: str, recorded: dict[str, str], expected: dict[str, str]) -> str:
@@ -108,7 +101,7 @@ class Artifact:
                     raise CacheError(
                         f"{path}: truncated or altered ({path.stat().st_size} bytes, manifest says {meta['bytes']})"
                     )
-                if hashes and _sha256(path) != meta["sha256"]:
+                if hashes and file_sha256(path) != meta["sha256"]:
                     raise CacheError(f"{path}: corrupted (sha256 differs from the manifest)")
 
     @property
@@ -182,7 +175,7 @@ def build_artifact(
                     np.save(f, np.ascontiguousarray(array), allow_pickle=False)
                     f.flush()
                     os.fsync(f.fileno())
-            files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.glob("*.npy"))}
+            files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.glob("*.npy"))}
             (tmp / "done.json").write_text(json.dumps(files))
             shutil.rmtree(shard_dir, ignore_errors=True)
             os.replace(tmp, shard_dir)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 
 from seqkd.errors import DataError
+from seqkd.hashing import file_sha256
 from seqkd.tasks.base import CRFOutput, TaskAdapter
 from seqkd.tasks.ner.batching import EpochReader, Example, NERBatch, budget_batches
 from seqkd.tasks.ner.config import TaggerConfig, NERConfig, NEREvaluation
@@ -104,7 +105,7 @@ class NERTask(TaskAdapter):
             path = self._path(name)
             if not path.exists():
                 raise DataError(f"{path}: no such file")
-            digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+            digests.append(file_sha256(path))
         return digests
 
     def fingerprint(self) -> str:

@@ -14,9 +14,9 @@ from seqkd.tasks.base import GenerationSettings, HiddenStates, NBest, TaskAdapte
 from seqkd.tasks.translation.batching import EpochReader, Example, TranslationBatch, fixed_batches
 from seqkd.tasks.translation.config import TranslationConfig, TranslationEvaluation
 from seqkd.errors import DataError
+from seqkd.hashing import file_sha256
 from seqkd.tasks.translation.corpus import (
     Pair,
-    file_digest,
     read_parallel,
     read_tsv,
     split_of,
@@ -92,7 +92,7 @@ class TranslationTask(TaskAdapter):
         for path in self._files():
             if not path.exists():
                 raise DataError(f"{path}: no such file")
-            h.update(file_digest(path).encode())
+            h.update(file_sha256(path).encode())
         return h.hexdigest()[:16]
 
     @property

@@ -80,11 +80,3 @@ def split_of(source: str, valid_fraction: float, test_fraction: float) -> str:
     if bucket < test_fraction + valid_fraction:
         return "valid"
     return "train"
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
