@@ -108,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_translate(args: argparse.Namespace) -> int:
+def _trained_stage(args: argparse.Namespace):
+    """The recipe's engine (task prepared), the stage's trained model and the input lines."""
     from seqkd.engine import Engine, load_trained_model
     from seqkd.recipe import load_recipe
 
@@ -119,32 +120,29 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: stage {args.stage!r} has not been trained; run the recipe first")
     model = load_trained_model(engine.task, model_path, check_vocabulary=True)
-    stream = open(args.input, encoding="utf-8") if args.input else sys.stdin
-    sources = [line.strip() for line in stream]
+    if args.input:
+        lines = args.input.read_text(encoding="utf-8").splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    return recipe, engine, model, lines
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    recipe, engine, model, lines = _trained_stage(args)
     options = recipe.evaluation.model_copy(update={"beam_size": args.beam} if args.beam else {})
-    hypotheses, _ = engine.task.translate(model, sources, options)
+    hypotheses, _ = engine.task.translate(model, [line.strip() for line in lines], options)
     print("\n".join(hypotheses))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Tag whitespace-tokenised sentences, one per line, as CoNLL (token, tag; blank line between)."""
-    from seqkd.engine import Engine, load_trained_model
-    from seqkd.recipe import load_recipe
+    from seqkd.errors import SeqkdError
 
-    recipe = load_recipe(args.file, args.overrides)
-    engine = Engine(recipe)
+    _, engine, model, lines = _trained_stage(args)
     if not hasattr(engine.task, "tag"):
-        from seqkd.errors import SeqkdError
-
         raise SeqkdError(f"task {engine.task.name!r} does not tag sentences; `seqkd predict` serves tagging tasks (ner)")
-    engine.task.prepare()
-    model_path = engine.stage_dir(args.stage) / "model.pt"
-    if not model_path.exists():
-        raise FileNotFoundError(f"{model_path}: stage {args.stage!r} has not been trained; run the recipe first")
-    model = load_trained_model(engine.task, model_path, check_vocabulary=True)
-    stream = open(args.input, encoding="utf-8") if args.input else sys.stdin
-    sentences = [line.split() for line in stream if line.strip()]
+    sentences = [line.split() for line in lines if line.strip()]
     for tokens, tags in zip(sentences, engine.task.tag(model, sentences)):
         print("\n".join(f"{token}\t{tag}" for token, tag in zip(tokens, tags)) + "\n")
     return 0
