@@ -74,18 +74,16 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(reports) -> str:
-    from seqkd.engine import StageReport  # noqa: F401  (for the reader: rows are StageReports)
-
-    rows = [("stage", "method", "params", "BLEU", "chrF", "sent/s", "speed")]
+def format_table(reports, headline: dict[str, str]) -> str:
+    """One row per stage: size, the task's headline metrics, and decoding speed relative to the first stage."""
+    rows = [("stage", "method", "params", *headline.values(), "sent/s", "speed")]
     base = next((r.metrics.get("sentences_per_second") for r in reports if r.metrics), None)
     for r in reports:
         m = r.metrics
         sps = m.get("sentences_per_second")
         rows.append((
             r.name, r.method, f"{r.parameters / 1e6:.2f}M",
-            f"{m['bleu']:.2f}" if "bleu" in m else "-",
-            f"{m['chrf']:.2f}" if "chrf" in m else "-",
+            *(f"{m[key]:.2f}" if key in m else "-" for key in headline),
             f"{sps:.1f}" if sps else "-",
             f"{sps / base:.2f}x" if sps and base else "-",
         ))
@@ -101,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.file, args.overrides)
     reports = Engine(recipe, force=args.force).run(only=args.stage)
-    print(format_table(reports))
+    print(format_table(reports, recipe.task_cls.headline_metrics))
     signature = next((r.metrics.get("bleu_signature") for r in reports if r.metrics), None)
     if signature:
         print(f"\nBLEU: {signature}\nrun folder: {recipe.output_dir}")

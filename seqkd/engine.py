@@ -86,6 +86,7 @@ class Engine:
             "task": self.task.fingerprint(), "method": stage.method.name,
             "model": stage.model.model_dump(), "training": training,
             "options": stage.options.model_dump(), "teacher": teacher,
+            "init": self.hashes[stage.init] if stage.init else None,
         })
 
     def run(self, only: list[str] | None = None) -> list[StageReport]:
@@ -173,6 +174,11 @@ class Engine:
         device = pick_device(stage.training.device)
         torch.manual_seed(stage.training.seed)
         student = self.task.build_model(stage.model)
+        if stage.init is not None:
+            start = self.stage_dir(stage.init) / "model.pt"
+            if not start.exists():
+                raise StageConflict(f"stage {stage.name!r}: its starting point {start} is not trained yet; run stage {stage.init!r} first")
+            student.load_state_dict(load_trained_model(self.task, start, check_vocabulary=True).state_dict())
         method = self.prepare_method(stage, student, device)
         trainer = Trainer(
             method=method, task=self.task, student=student, config=stage.training,

@@ -69,6 +69,12 @@ class Method(ABC):
             teacher.eval()
             teacher.requires_grad_(False)
 
+    @classmethod
+    def check_models(cls, task: type[TaskAdapter], student: BaseModel, teacher: BaseModel) -> str | None:
+        """Why this teacher/student pair cannot work with the method (checked when a recipe is
+        validated, so a run does not fail hours in), or ``None``."""
+        return None
+
     def prepare(self, context: StageContext) -> None:
         """Work done once before training (building teacher-output caches, distilled data)."""
 
@@ -76,10 +82,26 @@ class Method(ABC):
         """The training batches; methods that train on other data (e.g. teacher outputs) override it."""
         return self.task.train_reader(max_tokens, seed)
 
+    def trainable(self) -> torch.nn.Module:
+        """The module whose parameters the optimizer updates and whose state checkpoints hold.
+
+        The student for most methods; a method that trains something that *produces* the student's
+        weights (weight distillation's generator) returns that instead.
+        """
+        return self.student
+
+    def student_forward(self, batch: Any) -> Any:
+        """The student's task output for ``batch``, as training and validation see it."""
+        return self.task.forward(self.student, batch)
+
+    def student_state_dict(self) -> dict[str, torch.Tensor]:
+        """The student's current weights, as an ordinary model file stores them."""
+        return self.student.state_dict()
+
     @abstractmethod
     def loss(self, batch: Any) -> LossOutput: ...
 
     def task_loss(self, batch: Any) -> LossOutput:
         """The task's own (label-smoothed) loss on the student: what supervised training minimises."""
-        loss, n = self.task.nll(self.task.forward(self.student, batch), self.label_smoothing)
+        loss, n = self.task.nll(self.student_forward(batch), self.label_smoothing)
         return LossOutput(loss, n, {"nll": loss.item()})

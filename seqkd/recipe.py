@@ -43,6 +43,7 @@ class StageConfig(BaseModel):
     model: str = Field(description="Which entry of `models:` this stage trains.")
     teacher: str | None = Field(None, description="An earlier stage whose final model is the teacher.")
     teacher_checkpoint: str | None = Field(None, description="Or a seqkd model file from elsewhere (loaded weights-only).")
+    init: str | None = Field(None, description="An earlier stage of the same model config whose final model is this stage's starting point.")
     training: dict[str, Any] = Field(default_factory=dict, description="Overrides of the recipe's `training:`.")
     options: dict[str, Any] = Field(default_factory=dict, description="The method's options (its own schema).")
     evaluate: bool = Field(True, description="Score the final model on the evaluation split.")
@@ -70,6 +71,7 @@ class Stage:
     model: BaseModel
     teacher: str | None
     teacher_checkpoint: Path | None
+    init: str | None
     training: TrainingConfig
     options: BaseModel
     evaluate: bool
@@ -105,6 +107,7 @@ class Recipe:
                     "model": s.model_role,
                     "teacher": s.teacher,
                     "teacher_checkpoint": str(s.teacher_checkpoint) if s.teacher_checkpoint else None,
+                    "init": s.init,
                     "training": s.training.model_dump(mode="json"),
                     "options": s.options.model_dump(mode="json"),
                     "evaluate": s.evaluate,
@@ -311,6 +314,7 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
 
     stages: list[Stage] = []
     seen: list[str] = []
+    roles: dict[str, str] = {}  # stage name -> model role
     for i, sc in enumerate(core.stages):
         at: Loc = ("stages", i)
         method_cls = registry.methods.get(sc.method)
@@ -324,6 +328,12 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
             problems.append(Problem(at + ("teacher",), _choices("earlier stage", sc.teacher, seen)))
         if sc.teacher is not None and sc.teacher_checkpoint is not None:
             problems.append(Problem(at + ("teacher",), "give `teacher` or `teacher_checkpoint`, not both"))
+        if sc.init is not None and sc.init not in seen:
+            problems.append(Problem(at + ("init",), _choices("earlier stage", sc.init, seen)))
+        elif sc.init is not None and sc.model in models and models[roles[sc.init]] != models[sc.model]:
+            problems.append(Problem(at + ("init",), (
+                f"stage {sc.init!r} trains model {roles[sc.init]!r}, whose config differs from {sc.model!r}: "
+                "its weights cannot initialise this stage's model")))
         training = _validate(TrainingConfig, {**core.training.model_dump(), **sc.training}, at + ("training",), problems)
         options = None
         if method_cls is not None:
@@ -338,11 +348,17 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
                 problems.append(Problem(at + ("method",), (
                     f"method {sc.method!r} needs capability {', '.join(sorted(missing))} that task {task_name!r} "
                     f"does not offer (it offers: {', '.join(sorted(task_cls.capabilities))})")))
+            student, teacher = models.get(sc.model), models.get(roles.get(sc.teacher, ""))
+            if not missing and student is not None and teacher is not None:
+                why = method_cls.check_models(task_cls, student, teacher)
+                if why:
+                    problems.append(Problem(at + ("model",), f"method {sc.method!r} cannot distil {sc.teacher!r} into {sc.model!r}: {why}"))
         seen.append(sc.name)
+        roles[sc.name] = sc.model
         if not problems:
             stages.append(Stage(
                 name=sc.name, method=method_cls, model_role=sc.model, model=models[sc.model],
-                teacher=sc.teacher,
+                teacher=sc.teacher, init=sc.init,
                 teacher_checkpoint=(path.parent / sc.teacher_checkpoint) if sc.teacher_checkpoint else None,
                 training=training, options=options, evaluate=sc.evaluate,
             ))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqkd.cache import Artifact, CacheError, build_artifact
+from seqkd.cache import MANIFEST, Artifact, CacheError, build_artifact, make_key
 from seqkd.method import StageContext
 from seqkd.tasks.base import GenerationSettings, NBest, TaskAdapter
 
@@ -42,13 +42,29 @@ def cache_parts(task: TaskAdapter, context: StageContext, settings: dict) -> dic
     }
 
 
+def _same_key_elsewhere(folder: Path, parts: dict[str, str]) -> Path | None:
+    """A finished artifact of the same name and key built by another stage of this run."""
+    key = make_key(parts)
+    for other in sorted(folder.parent.parent.glob(f"*/{folder.name}/{MANIFEST}")):
+        if other.parent != folder and json.loads(other.read_text()).get("key") == key:
+            return other.parent
+    return None
+
+
 def _open_or_build(folder: Path, kind: str, parts: dict[str, str], context: StageContext, build) -> Artifact:
-    if context.rebuild and (folder / "manifest.json").exists():
+    """This stage's artifact; or another stage's with the same key (e.g. the same teacher's beam
+    outputs for seq_kd and weight_distill), read in place; or a new build."""
+    if context.rebuild and (folder / MANIFEST).exists():
         try:
             return Artifact.open(folder, kind, parts)
         except CacheError as exc:
             context.log(f"rebuilding {folder}: {exc}")
             shutil.rmtree(folder)
+    if not (folder / MANIFEST).exists():
+        other = _same_key_elsewhere(folder, parts)
+        if other is not None:
+            context.log(f"reusing {other}: built for the same teacher, data and settings")
+            return Artifact.open(other, kind, parts)
     return build()
 
 

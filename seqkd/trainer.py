@@ -113,7 +113,8 @@ class Trainer:
         self.stage_dir, self.device = stage_dir, device
         self.last_path = stage_dir / "checkpoints" / "last.pt"
         self.best_path = stage_dir / "checkpoints" / "best.pt"
-        self.params = [p for p in student.parameters() if p.requires_grad]
+        self.trainable = method.trainable()
+        self.params = [p for p in self.trainable.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
@@ -130,7 +131,7 @@ class Trainer:
         atomic_save(
             {
                 "step": self.step,
-                "model": self.student.state_dict(),
+                "model": self.trainable.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "reader": self.reader.state_dict(),
@@ -145,7 +146,7 @@ class Trainer:
 
     def _resume(self) -> None:
         state = safe_load(self.last_path)
-        self.student.load_state_dict(state["model"])
+        self.trainable.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.reader.load_state_dict(state["reader"])
@@ -165,7 +166,7 @@ class Trainer:
         self.student.eval()
         total, count = 0.0, 0
         for batch in batches:
-            loss, n = self.task.nll(self.task.forward(self.student, batch.to(self.device)), 0.0)
+            loss, n = self.task.nll(self.method.student_forward(batch.to(self.device)), 0.0)
             total, count = total + loss.item(), count + n
         self.student.train()
         return total / max(count, 1)
@@ -177,6 +178,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.student.to(self.device).train()
+        self.trainable.to(self.device).train()
         if self.last_path.exists():
             self._resume()
             self.progress.message(f"resuming from step {self.step} ({self.last_path})")
@@ -237,7 +239,7 @@ class Trainer:
         improved = self.best_valid is None or loss < self.best_valid
         if improved:
             self.best_valid, self.bad_validations = loss, 0
-            atomic_save(self.student.state_dict(), self.best_path)
+            atomic_save(self.method.student_state_dict(), self.best_path)
         else:
             self.bad_validations += 1
         metrics.write("valid", self.step, {"nll": loss, "best_nll": self.best_valid})
@@ -252,4 +254,4 @@ class Trainer:
         """The weights with the best validation loss (the last ones if never validated)."""
         if self.best_path.exists():
             return safe_load(self.best_path)
-        return self.student.state_dict()
+        return self.method.student_state_dict()

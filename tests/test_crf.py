@@ -57,6 +57,18 @@ def test_kbest_returns_all_paths_when_k_exceeds_them_and_viterbi_is_the_first():
     assert crf.viterbi(emissions, mask) == [paths[0] for paths in got]
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_viterbi_is_the_best_of_kbest_with_padding_and_ties(seed):
+    crf = random_crf(4, seed)
+    emissions, mask, _ = batch(seed, n=5, length=6, tags=4)
+    assert crf.viterbi(emissions, mask) == [paths[0] for paths in crf.kbest(emissions, mask, 3)]
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.zero_()
+    flat = torch.zeros_like(emissions)  # every path ties: both pick the same one
+    assert crf.viterbi(flat, mask) == [paths[0] for paths in crf.kbest(flat, mask, 1)]
+
+
 def test_kbest_ties_are_broken_deterministically():
     crf = CRF(3)
     with torch.no_grad():

@@ -74,6 +74,7 @@ class SeqKD(Method):
             self.targets[item] = hyps[pick]
         if not self.targets:
             raise DataError(f"the teacher produced an empty distilled corpus ({n} sources, no non-empty hypothesis)")
+        context.cache_dir.mkdir(parents=True, exist_ok=True)
         distilled = context.cache_dir / "distilled.train.txt"
         distilled.write_text("".join(self.task.detokenize(t) + "\n" for _, t in sorted(self.targets.items())), encoding="utf-8")
         context.log(f"distilled corpus: {len(self.targets)} of {n} sources ({distilled})")

@@ -7,7 +7,9 @@ touch a model's internals; they ask the adapter through the capabilities it decl
 - ``token_logits``: ``forward`` returns :class:`TokenLogits` (per-position vocabulary logits),
 - ``generation``: ``evaluate`` / ``translate`` decode with a search (beam search, Viterbi, ...),
 - ``hidden_states``: ``hidden_states`` returns :class:`HiddenStates` (the final hidden state at each
-  target position, with the ``forward`` output of the same pass).
+  target position, with the ``forward`` output of the same pass),
+- ``parameter_classes``: the model's weights grouped by class and layer, for methods that map a
+  teacher's weights onto a student's (weight distillation).
 
 Later adapters add their own output types and capabilities (``crf``, ...).
 """
@@ -30,6 +32,7 @@ CAPABILITIES: dict[str, str] = {
     "token_logits": "`forward()` returns `TokenLogits(logits, targets, mask)`: per-position logits over a vocabulary",
     "generation": "`generate()`, `detokenize()` and `target_texts()`: n-best decoding of a split (beam search)",
     "hidden_states": "`hidden_states()` returns `HiddenStates(hidden, mask, output)`: final hidden states and the `forward()` output of the same pass",
+    "parameter_classes": "`parameter_classes(model)` maps each weight class (e.g. `encoder.self_attn.q_proj.weight`) to the model's parameter names, one per layer in order; `layer_counts(model_config)` gives each layer stack's depth",
     "crf": "`forward()` returns `CRFOutput(logits, targets, mask, crf)`: emissions plus the linear-chain CRF (transitions, `nll()`, `kbest()`, `marginals()`)",
 }
 
@@ -111,6 +114,8 @@ class TaskAdapter(ABC):
     config_schema: ClassVar[type[BaseModel]]  # validates the recipe's ``task:`` section
     model_schema: ClassVar[type[BaseModel]]  # validates each entry of the recipe's ``models:``
     evaluation_schema: ClassVar[type[BaseModel]]  # validates the recipe's ``evaluation:`` section
+    # the keys of ``evaluate()``'s result that ``seqkd run`` prints as columns, with their headers
+    headline_metrics: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: BaseModel, workdir: Path, base_dir: Path) -> None:
         """``workdir`` holds shared artifacts (vocabulary); relative data paths start at ``base_dir``."""

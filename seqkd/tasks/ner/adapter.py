@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +39,7 @@ class NERTask(TaskAdapter):
     name: ClassVar[str] = "ner"
     description: ClassVar[str] = "Named-entity recognition: BiLSTM- or Transformer-CRF taggers on CoNLL-style data, seqeval entity F1"
     capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "crf"})
+    headline_metrics: ClassVar[dict[str, str]] = {"f1": "F1", "precision": "P", "recall": "R"}
     config_schema = NERConfig
     model_schema = TaggerConfig
     evaluation_schema = NEREvaluation
@@ -229,7 +231,9 @@ class NERTask(TaskAdapter):
         from seqeval.scheme import IOB2
 
         sentences = self.sentences()[split][: options.max_sentences]
+        start = time.perf_counter()
         predicted = self.tag(model, [s.tokens for s in sentences], options.batch_size)
+        seconds = time.perf_counter() - start
         gold = [to_bio(s.tags) for s in sentences]
         report = classification_report(gold, predicted, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
         micro = report["micro avg"]
@@ -237,6 +241,7 @@ class NERTask(TaskAdapter):
         metrics: dict[str, Any] = {
             "split": split, "sentences": len(sentences),
             "precision": pct(micro["precision"]), "recall": pct(micro["recall"]), "f1": pct(micro["f1-score"]),
+            "sentences_per_second": round(len(sentences) / seconds, 2),
             "per_type": {
                 kind: {"precision": pct(v["precision"]), "recall": pct(v["recall"]), "f1": pct(v["f1-score"]),
                        "support": int(v["support"])}

@@ -83,9 +83,32 @@ class CRF(nn.Module):
 
     # -- decoding -----------------------------------------------------------------------------
 
+    @torch.no_grad()
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[tuple[list[int], float]]:
-        """The best path of each row and its score."""
-        return [paths[0] for paths in self.kbest(emissions, mask, 1)]
+        """The best path of each row and its score: max-product with one back-pointer per tag.
+
+        This is what tagging runs, so it avoids ``kbest``'s sorting; ties go to the lower previous
+        tag (``max`` returns the first maximum), the same path ``kbest(..., 1)`` returns.
+        """
+        emissions = emissions.float()
+        trans, start, end = self.transitions.float(), self.start.float(), self.end.float()
+        n, length, _ = emissions.shape
+        score = start + emissions[:, 0]
+        back = []
+        for t in range(1, length):
+            best, prev = (score.unsqueeze(2) + trans).max(dim=1)  # over the previous tag
+            active = mask[:, t : t + 1]
+            score = torch.where(active, best + emissions[:, t], score)
+            # through padding a tag points back to itself, so the backtrace passes it unchanged
+            back.append(torch.where(active, prev, torch.arange(prev.shape[1], device=prev.device)))
+        final, tag = (score + end).max(dim=1)
+        path = [tag]
+        for pointers in reversed(back):
+            tag = pointers.gather(1, tag.unsqueeze(1)).squeeze(1)
+            path.append(tag)
+        tags = torch.stack(path[::-1], 1).tolist()
+        lengths = mask.long().sum(1).tolist()
+        return [(row[:size], value) for row, size, value in zip(tags, lengths, final.tolist())]
 
     @torch.no_grad()
     def kbest(self, emissions: torch.Tensor, mask: torch.Tensor, k: int) -> list[list[tuple[list[int], float]]]:

@@ -31,10 +31,11 @@ SPLITS = ("train", "valid", "test")
 class TranslationTask(TaskAdapter):
     name: ClassVar[str] = "translation"
     description: ClassVar[str] = "Encoder-decoder Transformer translation (fairseq2), BLEU/chrF with sacreBLEU"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states", "parameter_classes"})
     config_schema = TranslationConfig
     model_schema = TransformerConfig
     evaluation_schema = TranslationEvaluation
+    headline_metrics: ClassVar[dict[str, str]] = {"bleu": "BLEU", "chrf": "chrF"}
 
     config: TranslationConfig
 
@@ -190,6 +191,33 @@ class TranslationTask(TaskAdapter):
         hidden = model.decoder(target, target_layout, encoded, source_layout)
         mask = batch.target_out != PAD
         return HiddenStates(hidden, mask, TokenLogits(model.final_proj(hidden), batch.target_out, mask))
+
+    def parameter_classes(self, model: torch.nn.Module) -> dict[str, list[str]]:
+        """Weight classes over layers: ``encoder.self_attn.q_proj.weight`` -> the names of that weight
+        in encoder layers 0, 1, ...; a weight outside the layer stacks is a class of one.
+
+        The embeddings are classes by role, ``encoder.embed`` and ``decoder.embed``. When a model
+        shares one embedding between both sides (and the output projection, which is always tied to
+        the decoder's), both classes name the same parameter.
+        """
+        first_name = {id(p): n for n, p in reversed(list(model.named_parameters(remove_duplicate=False)))}
+        classes: dict[str, list[str]] = {
+            "encoder.embed": [first_name[id(model.encoder_frontend.embed.weight)]],
+            "decoder.embed": [first_name[id(model.decoder_frontend.embed.weight)]],
+        }
+        for name, _ in model.named_parameters():
+            stack, _, rest = name.partition(".layers.")
+            if rest:
+                _, _, kind = rest.partition(".")  # drop the layer index; layers are listed in order
+                classes.setdefault(f"{stack}.{kind}", []).append(name)
+            elif not name.endswith("frontend.embed.weight"):
+                classes[name] = [name]
+        return classes
+
+    @staticmethod
+    def layer_counts(model_config: TransformerConfig) -> dict[str, int]:
+        """The depth of each layer stack, the prefix of its classes (known before a model is built)."""
+        return {"encoder": model_config.encoder_layers, "decoder": model_config.decoder_layers}
 
     def nll(self, output: TokenLogits, label_smoothing: float) -> tuple[torch.Tensor, int]:
         mask = output.mask
