@@ -70,6 +70,14 @@ class WeightDistill(SeqKD):
         except GeneratorError as exc:
             raise GeneratorError(f"weight_distill cannot map this teacher onto this student: {exc}") from exc
         self._call = _StudentCall(self.task, self.student)
+        # each (module, attribute) holding a student parameter -> the parameter's generated name; a
+        # tied weight is held by two modules (embedding and output projection), a shared module once
+        first = {id(p): n for n, p in self.student.named_parameters()}
+        self._aliases = {
+            f"{prefix}.{attr}".lstrip("."): first[id(p)]
+            for prefix, module in self.student.named_modules()
+            for attr, p in module.named_parameters(recurse=False)
+        }
         size = sum(p.numel() for p in self.generator.parameters())
         context.log(f"parameter generator: {size / 1e6:.2f}M trainable parameters for {len(self.generator.targets)} student weights")
 
@@ -82,8 +90,11 @@ class WeightDistill(SeqKD):
         return self.generator
 
     def student_forward(self, batch: Any) -> Any:
-        generated = {f"student.{name}": value for name, value in self.generator().items()}
-        return torch.func.functional_call(self._call, generated, (batch,))
+        generated = self.generator()
+        # every holder of a tied weight gets the same tensor; functional_call's own tie handling
+        # leaves a shared embedding module untied afterwards (torch 2.9)
+        values = {f"student.{alias}": generated[name] for alias, name in self._aliases.items()}
+        return torch.func.functional_call(self._call, values, (batch,), tie_weights=False)
 
     @torch.no_grad()
     def student_state_dict(self) -> dict[str, torch.Tensor]:
