@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from seqkd.engine import Engine
 from seqkd.recipe import Recipe, load_recipe
@@ -26,3 +29,13 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def alternating_speed(models: dict[str, Any], run: Callable[[Any], float], rounds: int) -> dict[str, float]:
+    """The median of ``run(model)`` (items per second) for each model, over rounds that alternate
+    the order of the models, so that machine noise hits all of them alike."""
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(rounds):
+        for name in (list(models) if r % 2 == 0 else list(reversed(models))):
+            speeds[name].append(run(models[name]))
+    return {name: statistics.median(values) for name, values in speeds.items()}

@@ -9,11 +9,11 @@ search), in alternating rounds so that machine noise hits all of them alike; the
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import alternating_speed
 from seqkd.engine import Engine, count_parameters, load_trained_model
 from seqkd.recipe import load_recipe
 
@@ -33,17 +33,13 @@ def main() -> None:
         for s in recipe.stages
         if (engine.stage_dir(s.name) / "model.pt").exists()
     }
-    speeds: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(args.rounds):
-        names = list(models) if r % 2 == 0 else list(reversed(models))
-        for name in names:
-            _, seconds = engine.task.translate(models[name], sources, recipe.evaluation)
-            speeds[name].append(len(sources) / seconds)
-    first = statistics.median(next(iter(speeds.values())))
+    speeds = alternating_speed(
+        models, lambda model: len(sources) / engine.task.translate(model, sources, recipe.evaluation)[1], args.rounds
+    )
+    first = next(iter(speeds.values()))
     print(f"{len(sources)} test sentences, beam {recipe.evaluation.beam_size}, {torch.get_num_threads()} threads, "
           f"median of {args.rounds} rounds")
-    for name, values in speeds.items():
-        median = statistics.median(values)
+    for name, median in speeds.items():
         print(f"{name:16s} {count_parameters(models[name]) / 1e6:6.2f}M params  {median:7.1f} sentences/s  {median / first:5.2f}x")
 
 

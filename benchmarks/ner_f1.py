@@ -1,8 +1,8 @@
 """Entity F1 (mean ± std over seeds) of a NER recipe's stages, and their tagging speed vs the teacher.
 
 Every stage, the teacher included, is trained once per seed (see ``benchmarks.seeds``). Tagging
-speed is measured afterwards on the first seed's models, together: each tags the evaluation split
-in alternating rounds and the median is kept, so machine noise hits all alike.
+speed is measured afterwards on the first seed's models, together (``alternating_speed``): each
+tags the evaluation split; the median of the rounds is kept.
 
     .venv/bin/python -m benchmarks.ner_f1 [recipes/wnut-ner/small.yaml] [--seeds 1 2 3] [--out runs/bench-ner]
 """
@@ -10,12 +10,17 @@ in alternating rounds and the median is kept, so machine noise hits all alike.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
-from benchmarks.common import REPO, Timer
+from benchmarks.common import REPO, Timer, alternating_speed
 from benchmarks.seeds import mean_std, run_seeds, table
 from seqkd.engine import Engine, load_trained_model
+
+
+def _seconds(fn, *args) -> float:
+    with Timer() as timer:
+        fn(*args)
+    return timer.seconds
 
 
 def main() -> None:
@@ -35,13 +40,7 @@ def main() -> None:
         name: load_trained_model(engine.task, engine.stage_dir(reports[0].name) / "model.pt", check_vocabulary=True)
         for name, reports in runs.reports.items()
     }
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(args.rounds):
-        for name in (list(models) if r % 2 == 0 else list(reversed(models))):
-            with Timer() as timer:
-                engine.task.tag(models[name], sentences)
-            times[name].append(timer.seconds)
-    speed = {name: len(sentences) / statistics.median(t) for name, t in times.items()}
+    speed = alternating_speed(models, lambda model: len(sentences) / _seconds(engine.task.tag, model, sentences), args.rounds)
     first = next(iter(speed.values()))
 
     rows = [["stage", "method", "params", "F1", "precision", "recall", "sent/s", "vs first"]]

@@ -14,6 +14,24 @@ import torch
 from torch import nn
 
 
+def top_k(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest entries along the last axis and their indices, best first, ties to the
+    lower index.
+
+    k rounds of ``argmax`` (which returns the first maximum): exact, deterministic, and several
+    times faster than a stable sort of the whole axis for the small k of k-best decoding. Once the
+    finite entries run out the values are -inf, which callers read as "no path".
+    """
+    values = values.clone()
+    top, picks = [], []
+    for _ in range(k):
+        index = values.argmax(-1, keepdim=True)
+        top.append(values.gather(-1, index))
+        picks.append(index)
+        values.scatter_(-1, index, float("-inf"))
+    return torch.cat(top, -1), torch.cat(picks, -1)
+
+
 class CRF(nn.Module):
     """Transition, start and end scores of a linear chain over ``num_tags`` tags."""
 
@@ -117,7 +135,7 @@ class CRF(nn.Module):
         At every position each tag keeps its ``k`` best partial paths ending there; a path's
         candidates at the next position are all (previous tag, rank) pairs, so the top ``k`` of them
         are exact. Ties are broken towards the lower (previous tag, rank) index, which makes the
-        order deterministic: ``topk`` over a stable sort of the flattened candidate scores.
+        order deterministic (``top_k``).
         """
         emissions = emissions.float()
         trans, start, end = self.transitions.float(), self.start.float(), self.end.float()
@@ -130,28 +148,27 @@ class CRF(nn.Module):
         for t in range(1, length):
             cand = scores.unsqueeze(2) + trans[None, :, :, None]  # (N, prev, cur, rank)
             cand = cand.permute(0, 2, 1, 3).reshape(n, tags, tags * k)  # (N, cur, prev*rank)
-            order = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., :k]
-            best = cand.gather(-1, order) + emissions[:, t].unsqueeze(-1)
+            best, order = top_k(cand, k)
+            best = best + emissions[:, t].unsqueeze(-1)
             active = mask[:, t].view(n, 1, 1)
             scores = torch.where(active, best, scores)
             back.append((order // k, order % k))
-        results = []
-        for b in range(n):
-            last = lengths[b] - 1
-            # the scores at the row's last real position are those carried to the end
-            final = (scores[b] + end.unsqueeze(1)).reshape(-1)  # (tag*rank)
-            order = torch.sort(final, descending=True, stable=True).indices[:k].tolist()
-            paths = []
-            for flat in order:
-                value = final[flat].item()
-                if value == float("-inf"):
-                    break
-                tag, rank = divmod(flat, k)
-                path = [tag]
-                for t in range(last, 0, -1):
-                    prev_tag, prev_rank = back[t - 1]
-                    tag, rank = int(prev_tag[b, tag, rank]), int(prev_rank[b, tag, rank])
-                    path.append(tag)
-                paths.append((path[::-1], value))
-            results.append(paths)
-        return results
+        # the k best complete paths of each row, then one batched backtrace for all of them
+        final = (scores + end.view(1, tags, 1)).reshape(n, tags * k)
+        values, order = top_k(final, k)  # (N, k)
+        tag, rank = order // k, order % k
+        path = [tag]
+        for t in range(length - 1, 0, -1):
+            prev_tag, prev_rank = back[t - 1]
+            flat = (tag * k + rank)
+            moved_tag = prev_tag.reshape(n, tags * k).gather(1, flat)
+            moved_rank = prev_rank.reshape(n, tags * k).gather(1, flat)
+            active = mask[:, t : t + 1]  # past a row's end the pointers are not followed
+            tag, rank = torch.where(active, moved_tag, tag), torch.where(active, moved_rank, rank)
+            path.append(tag)
+        # reversed, a row of length L has its tags at positions 0..L-1 (then copies of the last)
+        paths = torch.stack(path[::-1], 2).tolist()  # (N, k, T)
+        return [
+            [(paths[b][i][:size], value) for i, value in enumerate(values[b].tolist()) if value != float("-inf")]
+            for b, size in enumerate(lengths)
+        ]
