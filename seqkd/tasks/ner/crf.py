@@ -105,7 +105,7 @@ class CRF(nn.Module):
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[tuple[list[int], float]]:
         """The best path of each row and its score: max-product with one back-pointer per tag.
 
-        This is what tagging runs, so it avoids ``kbest``'s sorting; ties go to the lower previous
+        This is what tagging runs, so it skips ``kbest``'s k-way selection; ties go to the lower previous
         tag (``max`` returns the first maximum), the same path ``kbest(..., 1)`` returns.
         """
         emissions = emissions.float()
