@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqkd import distributed
 from seqkd.cache import Artifact, CacheError, build_artifact
 from seqkd.method import StageContext
 from seqkd.tasks.base import GenerationSettings, NBest, TaskAdapter
@@ -43,12 +44,15 @@ def cache_parts(task: TaskAdapter, context: StageContext, settings: dict) -> dic
 
 
 def _open_or_build(folder: Path, kind: str, parts: dict[str, str], context: StageContext, build) -> Artifact:
-    if context.rebuild and (folder / "manifest.json").exists():
+    def discard_stale() -> None:
         try:
-            return Artifact.open(folder, kind, parts)
+            Artifact.open(folder, kind, parts)
         except CacheError as exc:
             context.log(f"rebuilding {folder}: {exc}")
             shutil.rmtree(folder)
+
+    if context.rebuild and (folder / "manifest.json").exists():
+        distributed.on_main(discard_stale)  # rank 0 alone removes; build() then opens or rebuilds
     return build()
 
 
