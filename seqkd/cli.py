@@ -104,8 +104,14 @@ def launch_torchrun(args: argparse.Namespace) -> int | None:
         return None
     import subprocess
 
+    # torchrun's own parser would take a --nproc among the command's arguments for an abbreviation
+    # of its --nproc-per-node, so the command goes without it.
+    argv = [a for a in args.argv if not a.startswith("--nproc=")]
+    if "--nproc" in argv:
+        at = argv.index("--nproc")
+        del argv[at : at + 2]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-               "-m", "seqkd", *args.argv]
+               "-m", "seqkd", *argv]
     return subprocess.run(command).returncode
 
 
