@@ -116,13 +116,13 @@ def launch_torchrun(args: argparse.Namespace) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    launched = launch_torchrun(args)
+    if launched is not None:
+        return launched
     from seqkd import distributed
     from seqkd.engine import Engine
     from seqkd.recipe import load_recipe
 
-    launched = launch_torchrun(args)
-    if launched is not None:
-        return launched
     recipe = load_recipe(args.file, args.overrides)
     distributed.init()
     reports = Engine(recipe, force=args.force).run(only=args.stage)
@@ -178,13 +178,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_build(args: argparse.Namespace) -> int:
+    launched = launch_torchrun(args)
+    if launched is not None:
+        return launched
     from seqkd import distributed
     from seqkd.engine import Engine
     from seqkd.recipe import load_recipe
 
-    launched = launch_torchrun(args)
-    if launched is not None:
-        return launched
     engine = Engine(load_recipe(args.file, args.overrides), force=args.force)
     distributed.init()
     built = engine.build_caches(args.stage)
