@@ -3,8 +3,9 @@
 One recipe holds every stage these tests run, so all share one vocabulary: ``single`` trains in this
 process with ``accumulate: 2``; ``double`` and ``resumed`` train with two processes and
 ``accumulate: 1``, i.e. the same global batch of two token-budget batches per update, and
-``double`` is evaluated by both processes; ``seq`` and ``word`` read teacher-output caches built
-from ``single``'s model. Dropout is off so that the trajectories can be compared step by step.
+``double`` is evaluated by both processes; ``seq`` and ``word`` train from teacher-output caches of
+``single``'s model, which the same two processes build. Dropout is off so that the trajectories can
+be compared step by step.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def recipe_dict(out: Path) -> dict:
         {"name": "word", "method": "word_kd", "model": "student", "teacher": "single", "evaluate": False,
          "options": {"teacher_source": "cache", "top_k": 4}},
     ])
-    r["task"]["data"]["max_train_pairs"] = 2600  # about 1,600 fit max_seq_len: two n-best shards of 1024, one per rank
+    r["task"]["data"]["max_train_pairs"] = 2000  # about 1,100 fit max_seq_len: two n-best shards of 1024, one per rank
     r["models"]["student"]["dropout"] = 0.0
     r["training"].update(max_steps=STEPS, warmup_steps=10, log_every=1, validate_every=15, checkpoint_every=10)
     r["evaluation"].update(max_sentences=60, batch_size=8)  # 8 beam-search batches: 4 per rank
@@ -97,7 +98,9 @@ def recipe(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def double(recipe) -> subprocess.CompletedProcess:
-    done = launch("-m", "seqkd", "run", str(recipe), "--stage", "double", "--nproc", "2")
+    """``double``, ``seq`` and ``word`` run by two processes (one launch: they cost less than another)."""
+    stages = [arg for name in ("double", "seq", "word") for arg in ("--stage", name)]
+    done = launch("-m", "seqkd", "run", str(recipe), *stages, "--nproc", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -164,10 +167,8 @@ def test_a_killed_two_process_run_resumes(recipe, double, crashed):
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-6
 
 
-def test_a_two_process_cache_build_equals_a_one_process_build(recipe):
+def test_a_two_process_cache_build_equals_a_one_process_build(recipe, double):
     out = load_recipe(recipe).output_dir
-    done = torchrun("-m", "seqkd", "cache", "build", str(recipe), "--stage", "seq", "--stage", "word")
-    assert done.returncode == 0, done.stderr[-3000:]
     (out / "_cache").rename(out / "_cache_two")
     with OneThread():
         Engine(load_recipe(recipe)).build_caches(["seq", "word"])
@@ -178,3 +179,38 @@ def test_a_two_process_cache_build_equals_a_one_process_build(recipe):
         assert len([f for f in files if f.name == "done.json"]) == (2 if kind == "seq/nbest" else 1)
         for name in files:
             assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    distilled = "seq/distilled.train.txt"
+    assert (out / "_cache" / distilled).read_text() == (out / "_cache_two" / distilled).read_text()
+
+
+class Numbers:
+    """An endless reader of 0, 1, 2, ... whose state is the next number."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def __iter__(self):
+        while True:
+            self.next += 1
+            yield self.next - 1
+
+    def state_dict(self) -> dict:
+        return {"next": self.next}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next = state["next"]
+
+
+def test_ranks_share_one_batch_stream_and_one_reader_state(monkeypatch):
+    from seqkd import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    seen, states = [], []
+    for rank in range(3):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        shard = distributed.RankShard(Numbers())
+        batches = iter(shard)
+        seen.append([next(batches) for _ in range(4)])  # four batches of this rank
+        states.append(shard.state_dict())
+    assert seen == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+    assert states == [{"next": 12}] * 3  # any rank's checkpoint of the reader resumes them all
