@@ -13,6 +13,11 @@ resumes with the shards it has. Only a finished build gets a manifest and is ren
 The key is a hash of named parts (teacher checkpoint, settings, vocabulary, data). Opening an
 artifact whose recorded parts differ from the expected ones fails with a message naming each part
 that changed, so a stale cache is never read by mistake.
+
+In a multi-process run the shards are shared out: shard ``i`` is built by rank ``i % W``, each into
+its own folder, and rank 0 writes the manifest once all are done. Every shard is computed exactly
+as one process would compute it, so the artifact is the same, byte for byte, however many
+processes built it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from seqkd import distributed
 from seqkd.errors import SeqkdError
 from seqkd.hashing import file_sha256
 
@@ -128,6 +134,15 @@ class Artifact:
     def nbytes(self) -> int:
         return sum(m["bytes"] for s in self.manifest["shards"] for m in s["files"].values())
 
+    @classmethod
+    def open_on_every_rank(cls, folder: Path, kind: str, parts: dict[str, str]) -> "Artifact":
+        """``open`` where rank 0 alone reads every shard for its sha256 and the other ranks check sizes."""
+        def verify_fully() -> None:
+            cls.open(folder, kind, parts)
+
+        distributed.on_main(verify_fully)
+        return cls.open(folder, kind, parts, full_check=distributed.is_main())
+
 
 def partial_dir(folder: Path) -> Path:
     return folder.with_name(folder.name + ".partial")
@@ -147,22 +162,28 @@ def build_artifact(
 
     An existing finished artifact with the same key is returned as it is; one with another key is
     refused (remove it with ``seqkd cache clean``). An unfinished build with another key is
-    discarded, since nothing can have read it.
+    discarded, since nothing can have read it. In a multi-process run every rank calls this
+    together; ``make_shard`` runs on the rank that builds the shard.
     """
     if (folder / MANIFEST).exists():
-        return Artifact.open(folder, kind, parts)
+        return Artifact.open_on_every_rank(folder, kind, parts)
     if num_items == 0:
         raise CacheError(f"{folder}: nothing to cache (0 items)")
     key = make_key(parts)
     work = partial_dir(folder)
     state_path = work / "build.json"
-    if state_path.exists() and json.loads(state_path.read_text()).get("key") != key:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({"key": key, "parts": parts}))
+
+    def start_build() -> None:
+        if state_path.exists() and json.loads(state_path.read_text()).get("key") != key:
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps({"key": key, "parts": parts}))
+
+    distributed.on_main(start_build)
     starts = list(range(0, num_items, shard_size))
-    shards = []
     for i, start in enumerate(starts):
+        if i % distributed.world_size() != distributed.rank():
+            continue
         stop = min(start + shard_size, num_items)
         shard_dir = work / f"shard-{i:05d}"
         done = shard_dir / "done.json"
@@ -179,13 +200,21 @@ def build_artifact(
             (tmp / "done.json").write_text(json.dumps(files))
             shutil.rmtree(shard_dir, ignore_errors=True)
             os.replace(tmp, shard_dir)
-        shards.append({"dir": shard_dir.name, "start": start, "stop": stop,
-                       "files": json.loads(done.read_text())})
         if progress:
             progress(stop, num_items)
-    manifest = {"format": FORMAT, "kind": kind, "key": key, "parts": parts, "num_items": num_items,
-                "shard_size": shard_size, "meta": meta, "shards": shards}
-    (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    state_path.unlink()
-    os.replace(work, folder)
-    return Artifact.open(folder, kind, parts)
+    distributed.barrier()
+
+    def finish_build() -> None:
+        shards = [
+            {"dir": f"shard-{i:05d}", "start": start, "stop": min(start + shard_size, num_items),
+             "files": json.loads((work / f"shard-{i:05d}" / "done.json").read_text())}
+            for i, start in enumerate(starts)
+        ]
+        manifest = {"format": FORMAT, "kind": kind, "key": key, "parts": parts, "num_items": num_items,
+                    "shard_size": shard_size, "meta": meta, "shards": shards}
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        state_path.unlink()
+        os.replace(work, folder)
+
+    distributed.on_main(finish_build)
+    return Artifact.open_on_every_rank(folder, kind, parts)

@@ -93,12 +93,41 @@ def format_table(reports, headline: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def launch_torchrun(args: argparse.Namespace) -> int | None:
+    """With ``--nproc N`` (N > 1) outside torchrun: run this same command under torchrun with N
+    processes on this machine and return its exit status; None when this process should do the work."""
+    from seqkd import distributed
+
+    if args.nproc <= 1 or distributed.requested_world_size() > 1:
+        return None
+    import subprocess
+
+    # torchrun's own parser would take a --nproc among the command's arguments for an abbreviation
+    # of its --nproc-per-node, so the command goes without it.
+    argv = [a for a in args.argv if not a.startswith("--nproc=")]
+    if "--nproc" in argv:
+        at = argv.index("--nproc")
+        del argv[at : at + 2]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "seqkd", *argv]
+    return subprocess.run(command).returncode
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    launched = launch_torchrun(args)
+    if launched is not None:
+        return launched
+    from seqkd import distributed
     from seqkd.engine import Engine
     from seqkd.recipe import load_recipe
 
     recipe = load_recipe(args.file, args.overrides)
+    distributed.init()
     reports = Engine(recipe, force=args.force).run(only=args.stage)
+    main = distributed.is_main()
+    distributed.finish()
+    if not main:  # rank 0 prints the one table
+        return 0
     print(format_table(reports, recipe.task_cls.headline_metrics))
     signature = next((r.metrics.get("bleu_signature") for r in reports if r.metrics), None)
     if signature:
@@ -147,11 +176,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_build(args: argparse.Namespace) -> int:
+    launched = launch_torchrun(args)
+    if launched is not None:
+        return launched
+    from seqkd import distributed
     from seqkd.engine import Engine
     from seqkd.recipe import load_recipe
 
     engine = Engine(load_recipe(args.file, args.overrides), force=args.force)
-    for folder in engine.build_caches(args.stage):
+    distributed.init()
+    built = engine.build_caches(args.stage)
+    main = distributed.is_main()
+    distributed.finish()
+    for folder in built if main else []:
         print(folder)
     return 0
 
@@ -195,6 +232,14 @@ def cmd_cache_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_nproc_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nproc", type=int, default=1, metavar="N",
+        help="run with N processes on this machine (one per GPU; data parallel) by starting torchrun; "
+             "see docs/distributed.md for several machines",
+    )
+
+
 def add_cache_commands(sub) -> None:
     cache = sub.add_parser(
         "cache",
@@ -212,6 +257,7 @@ def add_cache_commands(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--stage", action="append", help="only these stages")
     p.add_argument("--force", action="store_true", help="replace caches built for other inputs")
+    add_nproc_option(p)
     p.set_defaults(func=cmd_cache_build)
     p = commands.add_parser("info", help="show a cache's key, size and bytes per token")
     p.add_argument("folder", type=Path)
@@ -259,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--force", action="store_true", help="replace stage folders of a different configuration")
             p.add_argument("--stage", action="append", help="run only these stages (earlier ones must be done)")
+            add_nproc_option(p)
         if name == "translate":
             p.add_argument("--stage", required=True, help="which stage's model translates")
             p.add_argument("--input", type=Path, help="file to translate (default: stdin)")
@@ -275,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start the same command under torchrun
     if getattr(args, "overrides", None) is None:
         args.overrides = []
     try:
@@ -286,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         from seqkd.errors import SeqkdError
 
         if isinstance(exc, (SeqkdError, FileNotFoundError)):
-            print(f"error: {exc}", file=sys.stderr)
+            from seqkd import distributed
+
+            print(f"error{distributed.label()}: {exc}", file=sys.stderr)
             return 2
         raise
 

@@ -5,6 +5,9 @@ A stage folder holds ``stage.json`` (hash and status), ``config.yaml`` (the reso
 stage whose hash (config + data + teacher) matches a finished folder is reused, so one teacher
 serves many student recipes; a matching unfinished folder is resumed; a folder of another config
 is only replaced with ``force``.
+
+In a multi-process run (docs/distributed.md) every rank runs the same stages; rank 0 alone claims
+folders and writes status, configs, model files and reports, through ``distributed.on_main``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from seqkd import distributed
 from seqkd.checkpoint import CheckpointError, load_model_file, save_model
 from seqkd.errors import SeqkdError
 from seqkd.method import Method, StageContext
@@ -65,6 +69,11 @@ def load_trained_model(task: TaskAdapter, path: Path, *, check_vocabulary: bool)
     return model
 
 
+def _log(stage: str, text: str) -> None:
+    if distributed.is_main():  # one copy of each line, however many processes
+        print(f"[{stage}] {text}", file=sys.stderr, flush=True)
+
+
 class Engine:
     def __init__(self, recipe: Recipe, *, force: bool = False) -> None:
         self.recipe = recipe
@@ -90,7 +99,7 @@ class Engine:
         })
 
     def run(self, only: list[str] | None = None) -> list[StageReport]:
-        self.task.prepare()
+        distributed.main_first(self.task.prepare)
         reports = []
         for stage in self.recipe.stages:
             self.hashes[stage.name] = self.stage_hash(stage)
@@ -101,7 +110,7 @@ class Engine:
 
     def build_caches(self, only: list[str] | None = None) -> list[Path]:
         """Build the teacher-output caches of the stages that use them, without training."""
-        self.task.prepare()
+        distributed.main_first(self.task.prepare)
         built = []
         for stage in self.recipe.stages:
             self.hashes[stage.name] = self.stage_hash(stage)
@@ -135,16 +144,22 @@ class Engine:
         shutil.rmtree(folder)
         return None
 
-    def run_stage(self, stage: Stage) -> StageReport:
-        folder = self.stage_dir(stage.name)
+    def _open_stage(self, stage: Stage, folder: Path) -> bool:
+        """Claim the stage's folder; True if its finished model is reused, else it is marked running."""
         status = self._claim(stage, folder)
         folder.mkdir(parents=True, exist_ok=True)
-        reused = status is not None and status["status"] == "done"
+        if status is not None and status["status"] == "done":
+            return True
+        self._write_status(folder, stage, "running")
+        (folder / "config.yaml").write_text(yaml.safe_dump(self._stage_config(stage), sort_keys=False))
+        return False
+
+    def run_stage(self, stage: Stage) -> StageReport:
+        folder = self.stage_dir(stage.name)
+        reused = distributed.on_main(lambda: self._open_stage(stage, folder))
         if not reused:
-            self._write_status(folder, stage, "running")
-            (folder / "config.yaml").write_text(yaml.safe_dump(self._stage_config(stage), sort_keys=False))
             self._train(stage, folder)
-            self._write_status(folder, stage, "done")
+            distributed.on_main(lambda: self._write_status(folder, stage, "done"))
         model = load_trained_model(self.task, folder / "model.pt", check_vocabulary=True)
         metrics = self._evaluate(stage, model, folder) if stage.evaluate else {}
         return StageReport(stage.name, stage.method.name, stage.model_role, count_parameters(model), reused, metrics)
@@ -166,7 +181,7 @@ class Engine:
         method.prepare(StageContext(
             cache_dir=self.recipe.output_dir / "_cache" / stage.name,
             teacher_id=teacher_id, max_tokens=stage.training.max_tokens, device=device, rebuild=self.force,
-            log=lambda text: print(f"[{stage.name}] {text}", file=sys.stderr, flush=True),
+            log=lambda text: _log(stage.name, text),
         ))
         return method
 
@@ -185,22 +200,23 @@ class Engine:
             stage_dir=folder, device=device, label=stage.name,
         )
         trainer.run()
-        save_model(
+        distributed.on_main(lambda: save_model(
             folder / "model.pt", task=self.task.name, model_config=stage.model.model_dump(mode="json"),
             vocabulary=self.task.vocabulary_id(), state_dict=trainer.best_state_dict(),
-        )
+        ))
 
     def _evaluate(self, stage: Stage, model: torch.nn.Module, folder: Path) -> dict[str, Any]:
         evaluation = self.recipe.evaluation
         report_path = folder / "report.json"
         key = _digest(evaluation.model_dump())
-        if report_path.exists():
-            report = json.loads(report_path.read_text())
-            if report.get("evaluation_hash") == key:
-                return report["metrics"]
+        report = distributed.on_main(lambda: json.loads(report_path.read_text()) if report_path.exists() else None)
+        if report is not None and report.get("evaluation_hash") == key:
+            return report["metrics"]
         model.to(pick_device(stage.training.device))
         metrics = self.task.evaluate(model, evaluation.split, folder, evaluation)
-        report_path.write_text(json.dumps({"evaluation_hash": key, "metrics": metrics}, indent=2) + "\n")
+        distributed.on_main(lambda: report_path.write_text(
+            json.dumps({"evaluation_hash": key, "metrics": metrics}, indent=2) + "\n"
+        ))
         return metrics
 
     def _write_status(self, folder: Path, stage: Stage, status: str) -> None:

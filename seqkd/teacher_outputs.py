@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqkd import distributed
 from seqkd.cache import MANIFEST, Artifact, CacheError, build_artifact, make_key
 from seqkd.method import StageContext
 from seqkd.tasks.base import GenerationSettings, NBest, TaskAdapter
@@ -54,12 +55,15 @@ def _same_key_elsewhere(folder: Path, parts: dict[str, str]) -> Path | None:
 def _open_or_build(folder: Path, kind: str, parts: dict[str, str], context: StageContext, build) -> Artifact:
     """This stage's artifact; or another stage's with the same key (e.g. the same teacher's beam
     outputs for seq_kd and weight_distill), read in place; or a new build."""
-    if context.rebuild and (folder / MANIFEST).exists():
+    def discard_stale() -> None:
         try:
-            return Artifact.open(folder, kind, parts)
+            Artifact.open(folder, kind, parts)
         except CacheError as exc:
             context.log(f"rebuilding {folder}: {exc}")
             shutil.rmtree(folder)
+
+    if context.rebuild and (folder / MANIFEST).exists():
+        distributed.on_main(discard_stale)  # rank 0 alone removes; build() then opens or rebuilds
     if not (folder / MANIFEST).exists():
         other = _same_key_elsewhere(folder, parts)
         if other is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from seqkd import distributed
 from seqkd.checkpoint import atomic_save, safe_load
 from seqkd.errors import SeqkdError
 from seqkd.method import Method
@@ -42,13 +43,19 @@ class TrainResult:
 
 
 class Progress:
-    """One live line on a terminal (step, loss, tokens/s, ETA); plain lines when piped."""
+    """One live line on a terminal (step, loss, tokens/s, ETA); plain lines when piped.
+
+    In a multi-process run only rank 0 prints.
+    """
 
     def __init__(self, label: str, total: int, stream=sys.stderr) -> None:
         self.label, self.total, self.stream = label, total, stream
         self.live = stream.isatty()
+        self.enabled = distributed.is_main()
 
     def update(self, step: int, start_step: int, elapsed: float, stats: dict[str, float]) -> None:
+        if not self.enabled:
+            return
         rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         eta_txt = f"{int(eta // 60)}m{int(eta % 60):02d}s" if math.isfinite(eta) else "?"
@@ -63,6 +70,8 @@ class Progress:
         self.stream.flush()
 
     def message(self, text: str) -> None:
+        if not self.enabled:
+            return
         self.stream.write(("\n" if self.live else "") + f"[{self.label}] {text}\n")
         self.stream.flush()
 
@@ -87,6 +96,16 @@ class MetricLog:
 
     def close(self) -> None:
         self.tensorboard.close()
+
+
+class NoMetricLog:
+    """What ranks other than 0 log to: nothing, so no two processes write one file."""
+
+    def write(self, kind: str, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def pick_device(name: str) -> torch.device:
@@ -120,6 +139,8 @@ class Trainer:
         )
         self.scheduler = MyleLR(self.optimizer, num_warmup_steps=config.warmup_steps)
         self.reader = method.train_reader(config.max_tokens, config.seed)
+        if distributed.world_size() > 1:
+            self.reader = distributed.RankShard(self.reader)
         self.progress = Progress(label, config.max_steps)
         self.step = 0
         self.best_valid: float | None = None
@@ -127,7 +148,21 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
 
+    @staticmethod
+    def _rng_state() -> dict[str, Any]:
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": random.getstate(),
+        }
+
     def _save_checkpoint(self) -> None:
+        """Rank 0 writes the checkpoint; it holds every rank's random state (``rank_rng``) so that
+        dropout continues on each rank as if never interrupted. Model, optimizer and reader state
+        are the same on every rank."""
+        rank_rng = distributed.all_gather(self._rng_state())
+        if not distributed.is_main():
+            return
         atomic_save(
             {
                 "step": self.step,
@@ -135,9 +170,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "reader": self.reader.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python_rng": random.getstate(),
+                **rank_rng[0],
+                **({"rank_rng": rank_rng} if len(rank_rng) > 1 else {}),
                 "best_valid": self.best_valid,
                 "bad_validations": self.bad_validations,
             },
@@ -150,10 +184,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.reader.load_state_dict(state["reader"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        version, internal, gauss = state["python_rng"]
+        rank_rng = state.get("rank_rng", [])
+        # With another number of processes than the checkpoint's, each rank continues rank 0's stream.
+        rng = rank_rng[distributed.rank()] if len(rank_rng) == distributed.world_size() else state
+        torch.set_rng_state(rng["torch_rng"])
+        if rng["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda_rng"])
+        version, internal, gauss = rng["python_rng"]
         random.setstate((version, tuple(internal), gauss))
         self.step = state["step"]
         self.best_valid = state["best_valid"]
@@ -163,26 +200,30 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, batches: list[Any]) -> float:
+        """The mean validation NLL per target; each rank scores every W-th batch and the sums are added."""
         self.student.eval()
         total, count = 0.0, 0
-        for batch in batches:
+        for batch in batches[distributed.rank() :: distributed.world_size()]:
             loss, n = self.task.nll(self.method.student_forward(batch.to(self.device)), 0.0)
             total, count = total + loss.item(), count + n
         self.student.train()
+        total, count = distributed.sum_values([total, count], self.device)
         return total / max(count, 1)
 
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
+        # Each rank draws its own dropout masks; rank 0 (and a single process) uses the seed itself.
+        torch.manual_seed(cfg.seed + distributed.rank())
+        random.seed(cfg.seed + distributed.rank())
         self.student.to(self.device).train()
         self.trainable.to(self.device).train()
         if self.last_path.exists():
             self._resume()
             self.progress.message(f"resuming from step {self.step} ({self.last_path})")
-        metrics = MetricLog(self.stage_dir, self.step)
+        distributed.broadcast_parameters(self.trainable)
+        metrics = MetricLog(self.stage_dir, self.step) if distributed.is_main() else NoMetricLog()
         valid_batches = self.task.valid_batches(cfg.max_tokens)
         batches = iter(self.reader)
         start_step, start_time = self.step, time.perf_counter()
@@ -192,7 +233,9 @@ class Trainer:
         try:
             while self.step < cfg.max_steps and not stopped_early:
                 group = [next(batches) for _ in range(cfg.accumulate)]
-                num_targets = sum(b.num_target_elements for b in group)
+                # Normalise by the update's targets on all ranks: summing the ranks' gradients
+                # then gives exactly the gradient of one process that read every rank's batches.
+                num_targets = int(distributed.sum_values([sum(b.num_target_elements for b in group)], self.device)[0])
                 self.optimizer.zero_grad(set_to_none=True)
                 for batch in group:
                     out = self.method.loss(batch.to(self.device))
@@ -203,6 +246,7 @@ class Trainer:
                     for key, value in out.parts.items():
                         parts[key] = parts.get(key, 0.0) + value
                 window["targets"] += num_targets
+                distributed.all_reduce_gradients(self.params)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
                 if not torch.isfinite(grad_norm):
                     raise TrainingError(self._non_finite("gradient norm", grad_norm.item()))
@@ -213,9 +257,11 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     now = time.perf_counter()
                     n = max(window["targets"], 1)
+                    keys = sorted(parts)
+                    loss_sum, *part_sums = distributed.sum_values([window["loss"], *(parts[k] for k in keys)], self.device)
                     stats = {
-                        "loss": window["loss"] / n,
-                        **{k: v / n for k, v in parts.items()},
+                        "loss": loss_sum / n,
+                        **{k: v / n for k, v in zip(keys, part_sums)},
                         "lr": self.scheduler.get_last_lr()[0],
                         "grad_norm": grad_norm.item(),
                         "tokens_per_s": window["targets"] / max(now - window["time"], 1e-9),
@@ -239,7 +285,8 @@ class Trainer:
         improved = self.best_valid is None or loss < self.best_valid
         if improved:
             self.best_valid, self.bad_validations = loss, 0
-            atomic_save(self.method.student_state_dict(), self.best_path)
+            if distributed.is_main():
+                atomic_save(self.method.student_state_dict(), self.best_path)
         else:
             self.bad_validations += 1
         metrics.write("valid", self.step, {"nll": loss, "best_nll": self.best_valid})

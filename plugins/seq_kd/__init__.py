@@ -13,6 +13,7 @@ from typing import Any
 import sacrebleu
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from seqkd import distributed
 from seqkd.errors import DataError
 from seqkd.hookspecs import hookimpl
 from seqkd.method import LossOutput, Method, StageContext
@@ -76,7 +77,8 @@ class SeqKD(Method):
             raise DataError(f"the teacher produced an empty distilled corpus ({n} sources, no non-empty hypothesis)")
         context.cache_dir.mkdir(parents=True, exist_ok=True)
         distilled = context.cache_dir / "distilled.train.txt"
-        distilled.write_text("".join(self.task.detokenize(t) + "\n" for _, t in sorted(self.targets.items())), encoding="utf-8")
+        if distributed.is_main():
+            distilled.write_text("".join(self.task.detokenize(t) + "\n" for _, t in sorted(self.targets.items())), encoding="utf-8")
         context.log(f"distilled corpus: {len(self.targets)} of {n} sources ({distilled})")
 
     def train_reader(self, max_tokens: int, seed: int) -> BatchReader:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from seqkd import distributed
 from seqkd.errors import DataError
 from seqkd.hashing import file_sha256
 from seqkd.tasks.base import CRFOutput, TaskAdapter
@@ -212,19 +213,25 @@ class NERTask(TaskAdapter):
 
     @torch.no_grad()
     def tag(self, model: torch.nn.Module, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
-        """Viterbi tags (in BIO, whatever the model's scheme) of tokenised sentences."""
+        """Viterbi tags (in BIO, whatever the model's scheme) of tokenised sentences.
+
+        In a multi-process run rank r tags batches r, r + W, ... and every rank gets all tags; each
+        batch is the one a single process would tag, so the tags are too.
+        """
         model.eval()
         device = next(model.parameters()).device
         pad = self._word_ids[PAD]
-        out: list[list[str]] = []
-        for start in range(0, len(sentences), batch_size):
+        starts = list(range(0, len(sentences), batch_size))[distributed.rank() :: distributed.world_size()]
+        out: dict[int, list[str]] = {}
+        for start in starts:
             chunk = [s[: self.config.max_seq_len] or ["."] for s in sentences[start : start + batch_size]]
             examples = [{"tokens": self.encode_tokens(s), "tags": torch.zeros(len(s), dtype=torch.long), "index": 0} for s in chunk]
             batch = budget_batches(examples, 10**9, pad)[0].to(device)
             emissions = model(batch.tokens, batch.lengths)
-            for path, _ in model.crf.viterbi(emissions, batch.mask):
-                out.append(to_bio([self.tags[i] for i in path]))
-        return [tags[: len(s)] if s else [] for tags, s in zip(out, sentences)]
+            for j, (path, _) in enumerate(model.crf.viterbi(emissions, batch.mask)):
+                out[start + j] = to_bio([self.tags[i] for i in path])
+        out = {i: tags for part in distributed.all_gather(out) for i, tags in part.items()}
+        return [out[i][: len(s)] if s else [] for i, s in enumerate(sentences)]
 
     def evaluate(self, model: torch.nn.Module, split: str, out_dir: Path, options: NEREvaluation) -> dict[str, Any]:
         from seqeval.metrics import classification_report
@@ -248,8 +255,9 @@ class NERTask(TaskAdapter):
                 for kind, v in report.items() if not kind.endswith(" avg")
             },
         }
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lines = ["\n".join(f"{t}\t{g}\t{p}" for t, g, p in zip(s.tokens, gl, pl)) + "\n" for s, gl, pl in zip(sentences, gold, predicted)]
-        (out_dir / f"predictions.{split}.tsv").write_text("\n".join(lines), encoding="utf-8")
-        (out_dir / f"eval.{split}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if distributed.is_main():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lines = ["\n".join(f"{t}\t{g}\t{p}" for t, g, p in zip(s.tokens, gl, pl)) + "\n" for s, gl, pl in zip(sentences, gold, predicted)]
+            (out_dir / f"predictions.{split}.tsv").write_text("\n".join(lines), encoding="utf-8")
+            (out_dir / f"eval.{split}.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return metrics

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from seqkd import distributed
 from seqkd.tasks.base import GenerationSettings, HiddenStates, NBest, TaskAdapter, TokenLogits
 from seqkd.tasks.translation.batching import EpochReader, Example, TranslationBatch, fixed_batches
 from seqkd.tasks.translation.config import TranslationConfig, TranslationEvaluation
@@ -236,9 +237,11 @@ class TranslationTask(TaskAdapter):
         )
 
     def translate(self, model: torch.nn.Module, sources: list[str], options: TranslationEvaluation) -> tuple[list[str], float]:
-        """Detokenized hypotheses for ``sources`` and the decoding time in seconds."""
+        """Detokenized hypotheses for ``sources`` and the decoding time in seconds (shared out over
+        the ranks of a multi-process run; every rank gets all hypotheses)."""
         decoded = beam_search(
-            model, self.encode_sources(sources), self.vocab_size, self._settings(options), self.config.max_seq_len
+            model, self.encode_sources(sources), self.vocab_size, self._settings(options), self.config.max_seq_len,
+            across_ranks=True,
         )
         return self.vocab.decode(decoded.token_ids), decoded.seconds
 
@@ -255,10 +258,11 @@ class TranslationTask(TaskAdapter):
     def evaluate(self, model: torch.nn.Module, split: str, out_dir: Path, options: TranslationEvaluation) -> dict[str, Any]:
         pairs = self.pairs()[split][: options.max_sentences]
         hypotheses, seconds = self.translate(model, [p.source for p in pairs], options)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"hypotheses.{split}.{self.config.target_lang}").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
         report: dict[str, Any] = {"split": split, "sentences": len(pairs), "beam_size": options.beam_size}
         report.update(score(hypotheses, [p.target for p in pairs]))
         report["sentences_per_second"] = round(len(pairs) / seconds, 2)
-        (out_dir / f"eval.{split}.json").write_text(json.dumps(report, indent=2) + "\n")
+        if distributed.is_main():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"hypotheses.{split}.{self.config.target_lang}").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+            (out_dir / f"eval.{split}.json").write_text(json.dumps(report, indent=2) + "\n")
         return report

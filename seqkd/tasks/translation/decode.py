@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import sacrebleu
 import torch
 
+from seqkd import distributed
 from seqkd.runtime import ensure_fairseq2
 from seqkd.tasks.base import GenerationSettings
 from seqkd.tasks.translation.vocab import BOS, EOS, PAD, UNK
@@ -38,8 +39,14 @@ def beam_search(
     vocab_size: int,
     settings: GenerationSettings,
     max_seq_len: int,
+    across_ranks: bool = False,
 ) -> Decoded:
-    """Decode ``sources`` (token ids ending in EOS) in length-sorted batches, keeping ``settings.nbest``."""
+    """Decode ``sources`` (token ids ending in EOS) in length-sorted batches, keeping ``settings.nbest``.
+
+    With ``across_ranks`` in a multi-process run, rank r decodes batches r, r + W, ... and every rank
+    returns all results: each batch is the one a single process would decode, so the output is too.
+    ``seconds`` is then the slowest rank's time.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -52,10 +59,12 @@ def beam_search(
         max_seq_len=max_seq_len,
     )
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    results: list[list[tuple[list[int], float]]] = [[] for _ in sources]
+    batches = [order[lo : lo + settings.batch_size] for lo in range(0, len(order), settings.batch_size)]
+    if across_ranks:
+        batches = batches[distributed.rank() :: distributed.world_size()]
+    results: dict[int, list[tuple[list[int], float]]] = {}
     start = time.perf_counter()
-    for lo in range(0, len(order), settings.batch_size):
-        idx = order[lo : lo + settings.batch_size]
+    for idx in batches:
         seqs = [torch.tensor(sources[i][:max_seq_len]) for i in idx]
         lens = [len(s) for s in seqs]
         src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD).to(device)
@@ -70,8 +79,12 @@ def beam_search(
                 for h in hyps[: settings.nbest]
             ]
     seconds = time.perf_counter() - start
+    if across_ranks and distributed.world_size() > 1:
+        gathered = distributed.all_gather((results, seconds))
+        results = {i: hyps for part, _ in gathered for i, hyps in part.items()}
+        seconds = max(s for _, s in gathered)
     model.train(was_training)
-    return Decoded(results, seconds)
+    return Decoded([results[i] for i in range(len(sources))], seconds)
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict[str, float | str]:
