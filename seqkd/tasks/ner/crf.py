@@ -18,9 +18,9 @@ def top_k(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest entries along the last axis and their indices, best first, ties to the
     lower index.
 
-    k rounds of ``argmax`` (which returns the first maximum): exact, deterministic, and several
-    times faster than a stable sort of the whole axis for the small k of k-best decoding. Once the
-    finite entries run out the values are -inf, which callers read as "no path".
+    k rounds of ``argmax`` (which returns the first maximum): exact and deterministic, without
+    sorting the whole axis. Once the finite entries run out the values are -inf, which callers
+    read as "no path".
     """
     values = values.clone()
     top, picks = [], []
