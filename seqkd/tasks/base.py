@@ -34,6 +34,16 @@ CAPABILITIES: dict[str, str] = {
     "hidden_states": "`hidden_states()` returns `HiddenStates(hidden, mask, output)`: final hidden states and the `forward()` output of the same pass",
     "parameter_classes": "`parameter_classes(model)` maps each weight class (e.g. `encoder.self_attn.q_proj.weight`) to the model's parameter names, one per layer in order; `layer_counts(model_config)` gives each layer stack's depth",
     "crf": "`forward()` returns `CRFOutput(logits, targets, mask, crf)`: emissions plus the linear-chain CRF (transitions, `nll()`, `kbest()`, `marginals()`)",
+    "perturb": "`perturb(batch, noise, generator)` returns a noisy copy of the batch's inputs (`noise_schema` validates the settings), reproducible from the generator",
+}
+
+# The methods an adapter must override (from TaskAdapter) for each capability it declares; the host
+# refuses a task that declares one without implementing it.
+CAPABILITY_HOOKS: dict[str, tuple[str, ...]] = {
+    "generation": ("generate", "detokenize", "target_texts", "sentence_score"),
+    "hidden_states": ("hidden_states",),
+    "parameter_classes": ("parameter_classes", "layer_counts"),
+    "perturb": ("perturb",),
 }
 
 
