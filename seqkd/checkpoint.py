@@ -8,14 +8,14 @@ planted pickle payload is refused instead of executed, including on resume.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from seqkd.errors import SeqkdError
+from seqkd.fileio import atomic_writer
 
 MODEL_FORMAT = "seqkd-model/1"
 
@@ -25,24 +25,30 @@ class CheckpointError(SeqkdError):
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through ``seqkd.fileio.atomic_writer``: a crash or a full disk
+    (``DiskFullError``, naming ``path``) leaves the previous checkpoint in place and usable."""
+    with atomic_writer(path) as f:
+        torch.save(obj, f)
 
 
 def safe_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``. A refused pickle is reported without PyTorch's advice to
+    load with ``weights_only=False``: for a file seqkd did not write that advice runs its code."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values; seqkd loads such files weights-only "
+            "and refuses this one (it was not written by seqkd or was tampered with)"
+        ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint ({exc})") from exc
+        detail = "the file is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(
+            f"{path}: cannot be loaded as a weights-only checkpoint ({detail}); it is damaged or not a "
+            "checkpoint: use another copy, or remove it to start that part of the run again"
+        ) from exc
 
 
 def save_model(path: Path, *, task: str, model_config: dict[str, Any], vocabulary: str, state_dict: dict) -> None:
