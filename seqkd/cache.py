@@ -10,6 +10,10 @@ writes into ``<folder>.partial/``, one shard at a time, each shard atomically; a
 resumes with the shards it has. Only a finished build gets a manifest and is renamed to
 ``<folder>``, so a partial cache is never readable.
 
+The manifest carries ``manifest_sha256``, the sha256 of the rest of its content in canonical JSON,
+and every field reading relies on is checked when it is read: an edited, torn or inconsistent
+manifest is refused with a message naming the file and the field, never read as it stands.
+
 The key is a hash of named parts (teacher checkpoint, settings, vocabulary, data). Opening an
 artifact whose recorded parts differ from the expected ones fails with a message naming each part
 that changed, so a stale cache is never read by mistake.
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,14 +41,98 @@ import numpy as np
 
 from seqkd import distributed
 from seqkd.errors import SeqkdError
+from seqkd.fileio import CorruptFileError, atomic_write_json, read_json
 from seqkd.hashing import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "seqkd-cache/1"
+CHECKSUM = "manifest_sha256"
+CLEAN = "remove the folder or run `seqkd cache clean`"
+_SHARD_DIR = re.compile(r"shard-\d{5}")
+_SHARD_FILE = re.compile(r"[^./\\][^/\\]*\.npy")  # a plain file name: nothing outside the shard folder
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+# Offsets arrays of the layouts seqkd stores: name -> (what it has one entry more than, the arrays
+# whose length its last entry must equal). "items" is the shard's item count; any other name is an
+# array of the same shard. See seqkd.teacher_outputs for the layouts.
+OFFSETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "offsets": ("items", ("values", "indices")),
+    "item_offsets": ("items", ("scores",)),
+    "token_offsets": ("scores", ("tokens",)),
+}
 
 
 class CacheError(SeqkdError):
     pass
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's content but its checksum, as canonical JSON (so indentation is free)."""
+    content = {name: value for name, value in manifest.items() if name != CHECKSUM}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_manifest(folder: Path, manifest: Any) -> None:
+    """Refuse a manifest that was edited, or whose fields disagree with each other or the folder."""
+    path = folder / MANIFEST
+
+    def refuse(field: str, problem: str) -> CacheError:
+        return CacheError(f"{path}: {field} {problem}; {CLEAN}")
+
+    if not isinstance(manifest, dict):
+        raise CacheError(f"{path}: not a JSON object; {CLEAN}")
+    if manifest.get("format") != FORMAT:
+        raise CacheError(f"{folder}: not a seqkd cache (format {manifest.get('format')!r})")
+    if CHECKSUM not in manifest:
+        raise refuse(f"field {CHECKSUM!r}", "is missing (the manifest was written by an older seqkd or edited)")
+    if manifest[CHECKSUM] != manifest_checksum(manifest):
+        raise CacheError(f"{path} was modified after it was written (checksum mismatch); {CLEAN}")
+    types = {"kind": str, "key": str, "parts": dict, "num_items": int, "shard_size": int, "meta": dict, "shards": list}
+    for field, kind in types.items():
+        if field not in manifest:
+            raise refuse(f"field {field!r}", "is missing")
+        value = manifest[field]
+        if not isinstance(value, kind) or (kind is int and (not _is_int(value) or value < 1)):
+            raise refuse(f"field {field!r}", f"is {value!r}, not {'a positive integer' if kind is int else 'a ' + kind.__name__}")
+    num_items, shard_size, shards = manifest["num_items"], manifest["shard_size"], manifest["shards"]
+    expected = math.ceil(num_items / shard_size)
+    if len(shards) != expected:
+        raise refuse(
+            "field 'shards'",
+            f"lists {len(shards)} shards, but num_items {num_items} in shards of shard_size {shard_size} makes {expected}",
+        )
+    for i, shard in enumerate(shards):
+        where = f"shards[{i}]"
+        if not isinstance(shard, dict) or not {"dir", "start", "stop", "files"} <= set(shard):
+            raise refuse(where, "is not an object with dir, start, stop and files")
+        start, stop = i * shard_size, min((i + 1) * shard_size, num_items)
+        if shard["dir"] != f"shard-{i:05d}":
+            raise refuse(f"{where}.dir", f"is {shard['dir']!r}, not 'shard-{i:05d}'")
+        if (shard["start"], shard["stop"]) != (start, stop):
+            raise refuse(
+                f"{where}.start/stop", f"are {shard['start']!r}/{shard['stop']!r}, but shard_size {shard_size} makes {start}/{stop}"
+            )
+        files = shard["files"]
+        if not isinstance(files, dict) or not files:
+            raise refuse(f"{where}.files", "is not a non-empty object")
+        for name, meta in files.items():
+            if not _SHARD_FILE.fullmatch(name):
+                raise refuse(f"{where}.files", f"names {name!r}, not a plain <name>.npy file name")
+            if (not isinstance(meta, dict) or not _is_int(meta.get("bytes")) or meta["bytes"] < 0
+                    or not isinstance(meta.get("sha256"), str) or not _SHA256.fullmatch(meta["sha256"])):
+                raise refuse(f"{where}.files[{name!r}]", "is not an object with bytes (an integer) and sha256 (64 hex digits)")
+    if [sorted(s["files"]) for s in shards].count(sorted(shards[0]["files"])) != len(shards):
+        raise refuse("field 'shards'", "lists different files in different shards")
+    on_disk = sorted(p.name for p in folder.iterdir() if _SHARD_DIR.fullmatch(p.name))
+    listed = [s["dir"] for s in shards]
+    if on_disk != listed:
+        missing, extra = sorted(set(listed) - set(on_disk)), sorted(set(on_disk) - set(listed))
+        problem = f"lists {', '.join(missing)}, missing from the folder" if missing else f"does not list {', '.join(extra)} of the folder"
+        raise refuse("field 'shards'", problem)
 
 
 def make_key(parts: dict[str, str]) -> str:
@@ -80,9 +170,11 @@ class Artifact:
         if not path.exists():
             partial = f" (an unfinished build is in {partial_dir(folder)})" if partial_dir(folder).exists() else ""
             raise CacheError(f"{folder}: no finished cache here{partial}")
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise CacheError(f"{folder}: not a seqkd cache (format {manifest.get('format')!r})")
+        try:
+            manifest = read_json(path, "cache manifest", fix=CLEAN)
+        except CorruptFileError as exc:
+            raise CacheError(str(exc)) from None
+        _check_manifest(folder, manifest)
         return cls(folder, manifest)
 
     @classmethod
@@ -97,18 +189,49 @@ class Artifact:
         return artifact
 
     def verify(self, *, hashes: bool = True) -> None:
-        """Check every shard file's size (and sha256); a truncated or corrupted shard is refused."""
-        for shard in self.manifest["shards"]:
+        """Check every shard file's size; with ``hashes`` also its sha256 and that its arrays load
+        and agree with the shard's item count (see ``OFFSETS``). A damaged shard is refused."""
+        for index, shard in enumerate(self.manifest["shards"]):
             for name, meta in shard["files"].items():
-                path = self.folder / shard["dir"] / name
-                if not path.exists():
-                    raise CacheError(f"{path}: missing shard file")
-                if path.stat().st_size != meta["bytes"]:
-                    raise CacheError(
-                        f"{path}: truncated or altered ({path.stat().st_size} bytes, manifest says {meta['bytes']})"
-                    )
+                path = self._checked_path(shard, name)
                 if hashes and file_sha256(path) != meta["sha256"]:
-                    raise CacheError(f"{path}: corrupted (sha256 differs from the manifest)")
+                    raise CacheError(f"{path}: corrupted (sha256 differs from the manifest); {CLEAN}")
+            if hashes:
+                self._check_arrays(index)
+
+    def _checked_path(self, shard: dict[str, Any], name: str) -> Path:
+        """The path of a shard file, refused unless it exists with the size the manifest records."""
+        path = self.folder / shard["dir"] / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise CacheError(f"{path}: missing shard file; {CLEAN}") from None
+        if size != shard["files"][name]["bytes"]:
+            raise CacheError(
+                f"{path}: truncated or altered ({size} bytes, manifest says {shard['files'][name]['bytes']}); {CLEAN}"
+            )
+        return path
+
+    def _check_arrays(self, index: int) -> None:
+        """Offsets arrays must start at 0, never decrease, count the shard's items (or the entries of
+        the array they index) and end at the length of the arrays they index."""
+        entry, arrays = self.manifest["shards"][index], self.shard(index).arrays
+        items = entry["stop"] - entry["start"]
+        for name, (counted, targets) in OFFSETS.items():
+            if name not in arrays:
+                continue
+            path = self.folder / entry["dir"] / f"{name}.npy"
+            offsets = np.asarray(arrays[name])
+            count = items if counted == "items" else len(arrays[counted]) if counted in arrays else None
+            if offsets.ndim != 1 or (count is not None and len(offsets) != count + 1):
+                raise CacheError(f"{path}: holds {offsets.shape} offsets, {counted} needs {count} + 1; {CLEAN}")
+            if len(offsets) == 0 or offsets[0] != 0 or bool((np.diff(offsets) < 0).any()):
+                raise CacheError(f"{path}: offsets do not start at 0 and rise; {CLEAN}")
+            for target in targets:
+                if target in arrays and int(offsets[-1]) != len(arrays[target]):
+                    raise CacheError(
+                        f"{path}: offsets end at {int(offsets[-1])}, but {target}.npy holds {len(arrays[target])} rows; {CLEAN}"
+                    )
 
     @property
     def num_items(self) -> int:
@@ -119,20 +242,27 @@ class Artifact:
         return self.manifest["meta"]
 
     def shard(self, index: int) -> Shard:
+        """One shard's arrays, memory-mapped; a shard file of the wrong size or that is not an
+        array is refused with ``CacheError`` naming it."""
         if index not in self._shards:
             entry = self.manifest["shards"][index]
-            arrays = {
-                Path(name).stem: np.load(self.folder / entry["dir"] / name, mmap_mode="r", allow_pickle=False)
-                for name in entry["files"]
-            }
+            arrays = {Path(name).stem: self._load(self._checked_path(entry, name)) for name in entry["files"]}
             self._shards[index] = Shard(entry["start"], entry["stop"], arrays)
         return self._shards[index]
+
+    @staticmethod
+    def _load(path: Path) -> np.ndarray:
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise CacheError(f"{path}: not a readable array ({exc}); {CLEAN}") from None
 
     def shard_of(self, item: int) -> Shard:
         return self.shard(item // self.shard_size)
 
     def nbytes(self) -> int:
-        return sum(m["bytes"] for s in self.manifest["shards"] for m in s["files"].values())
+        """Bytes of all shard files, each checked on disk against the manifest."""
+        return sum(self._checked_path(s, name).stat().st_size for s in self.manifest["shards"] for name in s["files"])
 
     @classmethod
     def open_on_every_rank(cls, folder: Path, kind: str, parts: dict[str, str]) -> "Artifact":
@@ -146,6 +276,16 @@ class Artifact:
 
 def partial_dir(folder: Path) -> Path:
     return folder.with_name(folder.name + ".partial")
+
+
+def _build_key(state_path: Path) -> str | None:
+    """The key an unfinished build was started for; None when its state file is unreadable (the
+    build is then discarded, which costs time but never reads a shard built for other inputs)."""
+    try:
+        state = read_json(state_path, "cache build state")
+    except CorruptFileError:
+        return None
+    return state.get("key") if isinstance(state, dict) else None
 
 
 def build_artifact(
@@ -174,10 +314,10 @@ def build_artifact(
     state_path = work / "build.json"
 
     def start_build() -> None:
-        if state_path.exists() and json.loads(state_path.read_text()).get("key") != key:
+        if state_path.exists() and _build_key(state_path) != key:
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps({"key": key, "parts": parts}))
+        atomic_write_json(state_path, {"key": key, "parts": parts})
 
     distributed.on_main(start_build)
     starts = list(range(0, num_items, shard_size))
@@ -197,7 +337,7 @@ def build_artifact(
                     f.flush()
                     os.fsync(f.fileno())
             files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.glob("*.npy"))}
-            (tmp / "done.json").write_text(json.dumps(files))
+            atomic_write_json(tmp / "done.json", files)
             shutil.rmtree(shard_dir, ignore_errors=True)
             os.replace(tmp, shard_dir)
         if progress:
@@ -212,7 +352,7 @@ def build_artifact(
         ]
         manifest = {"format": FORMAT, "kind": kind, "key": key, "parts": parts, "num_items": num_items,
                     "shard_size": shard_size, "meta": meta, "shards": shards}
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        atomic_write_json(work / MANIFEST, {**manifest, CHECKSUM: manifest_checksum(manifest)})
         state_path.unlink()
         os.replace(work, folder)
 

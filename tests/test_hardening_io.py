@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import signal
@@ -11,10 +12,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from seqkd.cache import Artifact, CacheError, build_artifact, manifest_checksum
 from seqkd.checkpoint import CheckpointError, atomic_save, safe_load
+from seqkd.cli import main
+from seqkd.hashing import file_sha256
 from seqkd.fileio import (
     LOCK_NAME,
     CorruptFileError,
@@ -27,6 +32,157 @@ from seqkd.fileio import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+CLEAN = "remove the folder or run `seqkd cache clean`"
+
+
+# -- cache manifests and shards -----------------------------------------------------------------
+
+PARTS = {"teacher": "t1", "settings": "k=2", "vocabulary": "v1", "data": "d1"}
+
+
+def topk_like(start: int, stop: int) -> dict[str, np.ndarray]:
+    """A shard laid out like a top-k cache: item i has i % 3 + 1 rows."""
+    lengths = [i % 3 + 1 for i in range(start, stop)]
+    rows = sum(lengths)
+    return {
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "values": np.zeros((rows, 2), dtype=np.float16),
+        "indices": np.ones((rows, 2), dtype=np.uint16),
+        "vocab_size": np.array([50], dtype=np.int64),
+    }
+
+
+def build(folder: Path, make_shard=topk_like) -> Path:
+    build_artifact(folder, "topk", PARTS, 10, 4, make_shard, meta={"k": 2})
+    return folder
+
+
+def edit_manifest(folder: Path, change, *, recompute: bool) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    if recompute:
+        manifest["manifest_sha256"] = manifest_checksum(manifest)
+    path.write_text(json.dumps(manifest, indent=2))
+
+
+def cli_error(capsys, *args: str) -> str:
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_an_edited_manifest_is_refused_by_read_open_and_verify(tmp_path, capsys):
+    folder = build(tmp_path / "c")
+    assert main(["cache", "verify", str(folder)]) == 0
+    capsys.readouterr()
+    edit_manifest(folder, lambda m: m["meta"].update(k=4), recompute=False)
+    message = f"{folder}/manifest.json was modified after it was written (checksum mismatch); {CLEAN}"
+    with pytest.raises(CacheError) as caught:
+        Artifact.read(folder)
+    assert str(caught.value) == message
+    with pytest.raises(CacheError, match="checksum mismatch"):
+        Artifact.open(folder, "topk", PARTS)
+    assert message in cli_error(capsys, "cache", "verify", str(folder))
+    assert message in cli_error(capsys, "cache", "info", str(folder))
+
+
+def test_an_edited_shard_size_is_refused_with_or_without_a_recomputed_checksum(tmp_path, capsys):
+    folder = build(tmp_path / "c")
+    edit_manifest(folder, lambda m: m.update(shard_size=5), recompute=False)
+    with pytest.raises(CacheError, match="checksum mismatch"):
+        Artifact.read(folder)
+    edit_manifest(folder, lambda m: m.update(shard_size=5), recompute=True)
+    with pytest.raises(CacheError) as caught:
+        Artifact.read(folder)
+    assert str(caught.value) == (
+        f"{folder}/manifest.json: field 'shards' lists 3 shards, but num_items 10 in shards of shard_size 5 makes 2; {CLEAN}"
+    )
+    edit_manifest(folder, lambda m: m.update(shard_size=4), recompute=True)
+    Artifact.read(folder)  # consistent again
+    edit_manifest(folder, lambda m: m["shards"][1]["files"]["values.npy"].update(bytes=1), recompute=True)
+    err = cli_error(capsys, "cache", "verify", str(folder))
+    assert f"{folder}/shard-00001/values.npy: truncated or altered" in err and "manifest says 1" in err
+
+
+def test_manifest_fields_that_disagree_with_each_other_or_the_folder_are_refused(tmp_path):
+    folder = build(tmp_path / "c")
+    cases = [
+        (lambda m: m.pop("num_items"), "field 'num_items' is missing"),
+        (lambda m: m.update(num_items="10"), "field 'num_items' is '10', not a positive integer"),
+        (lambda m: m.update(num_items=13), r"field 'shards' lists 3 shards, but num_items 13 .* makes 4"),
+        (lambda m: m.update(num_items=11), r"shards\[2\].start/stop are 8/10, but shard_size 4 makes 8/11"),
+        (lambda m: m["shards"][0].update(dir="../elsewhere"), r"shards\[0\].dir is '../elsewhere', not 'shard-00000'"),
+        (lambda m: m["shards"][2]["files"].pop("values.npy"), "field 'shards' lists different files in different shards"),
+        (lambda m: m["shards"][0]["files"]["offsets.npy"].update(sha256="x"), r"shards\[0\].files\['offsets.npy'\] is not an object"),
+    ]
+    for change, problem in cases:
+        original = (folder / "manifest.json").read_text()
+        edit_manifest(folder, change, recompute=True)
+        with pytest.raises(CacheError, match=rf"^{folder}/manifest.json: {problem}.*; remove the folder"):
+            Artifact.read(folder)
+        (folder / "manifest.json").write_text(original)
+    (folder / "shard-00003").mkdir()
+    with pytest.raises(CacheError, match="field 'shards' does not list shard-00003 of the folder"):
+        Artifact.read(folder)
+    (folder / "shard-00003").rmdir()
+    (folder / "shard-00002").rename(tmp_path / "moved")
+    with pytest.raises(CacheError, match="field 'shards' lists shard-00002, missing from the folder"):
+        Artifact.read(folder)
+
+
+def test_a_manifest_that_is_not_json_is_refused(tmp_path, capsys):
+    folder = build(tmp_path / "c")
+    path = folder / "manifest.json"
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(CacheError, match=rf"^{path}: the cache manifest is not valid JSON \(.*line \d+ column \d+\); {CLEAN}"):
+        Artifact.read(folder)
+    path.write_text("")
+    assert f"{path}: the cache manifest is empty, not valid JSON" in cli_error(capsys, "cache", "info", str(folder))
+    path.write_text("[1, 2]")
+    with pytest.raises(CacheError, match=rf"{path}: not a JSON object"):
+        Artifact.read(folder)
+
+
+def test_a_truncated_shard_is_a_cache_error_in_info_shard_and_nbytes(tmp_path, capsys):
+    folder = build(tmp_path / "c")
+    shard = folder / "shard-00001" / "offsets.npy"
+    shard.write_bytes(shard.read_bytes()[:60])  # inside the .npy header
+    artifact = Artifact.read(folder)
+    with pytest.raises(CacheError, match=rf"^{shard}: truncated or altered \(60 bytes, manifest says \d+\)"):
+        artifact.shard(1)
+    with pytest.raises(CacheError, match=rf"^{shard}: truncated or altered"):
+        artifact.nbytes()
+    assert f"{shard}: truncated or altered" in cli_error(capsys, "cache", "info", str(folder))
+    artifact.shard(0)  # the intact shards stay readable
+
+
+def replace_array(folder: Path, shard: int, name: str, array: np.ndarray) -> None:
+    """Put another array in a shard and make the manifest agree (size, sha256, checksum), as a
+    buggy writer or a careful forger would: only the arrays themselves can then disagree."""
+    path = folder / f"shard-{shard:05d}" / f"{name}.npy"
+    np.save(path, array)
+    meta = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    edit_manifest(folder, lambda m: m["shards"][shard]["files"].update({f"{name}.npy": meta}), recompute=True)
+
+
+def test_verify_checks_offsets_against_item_counts_and_rows(tmp_path, capsys):
+    folder = build(tmp_path / "c")
+    values = np.load(folder / "shard-00000" / "values.npy")
+    replace_array(folder, 0, "values", values[:-1])
+    err = cli_error(capsys, "cache", "verify", str(folder))
+    assert f"{folder}/shard-00000/offsets.npy: offsets end at 7, but values.npy holds 6 rows" in err
+    replace_array(folder, 0, "values", values)
+    assert main(["cache", "verify", str(folder)]) == 0
+    offsets = np.load(folder / "shard-00001" / "offsets.npy")
+    replace_array(folder, 1, "offsets", offsets[:-1])
+    with pytest.raises(CacheError, match=r"shard-00001/offsets.npy: holds \(4,\) offsets, items needs 4 \+ 1"):
+        Artifact.open(folder, "topk", PARTS)
+    replace_array(folder, 1, "offsets", offsets[::-1].copy())
+    with pytest.raises(CacheError, match=r"shard-00001/offsets.npy: offsets do not start at 0 and rise"):
+        Artifact.open(folder, "topk", PARTS)
+    Artifact.open(folder, "topk", PARTS, full_check=False)  # sizes alone are checked when a rank opens it
 
 
 # -- atomic writes and full disks ---------------------------------------------------------------
