@@ -17,7 +17,18 @@ def _recipes_root() -> Path:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from collections.abc import Callable
+
     registry = get_registry()
+
+    def shown(read: Callable[[], object]) -> str:
+        """One plugin's class attributes for the listing; a class the host let through may still
+        misbehave when read, and the listing must survive it."""
+        try:
+            return str(read())
+        except Exception as exc:
+            return f"? ({type(exc).__name__}: {exc})"
+
     for info in registry.plugins:
         print(f"{info.name}  ({info.distribution} {info.version})")
         if args.verbose:
@@ -28,15 +39,30 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if info.error:
             print(f"  FAILED:  {info.error}")
             continue
-        if info.tasks:
-            for name in info.tasks:
-                cls = registry.tasks[name]
-                print(f"  task:    {name}  capabilities: {', '.join(sorted(cls.capabilities))}")
+        for name in info.tasks:
+            if ("task", name) in registry.clashes:
+                print(f"  task:    {name}  CLASH: unusable, see below")
+                continue
+            cls = registry.tasks.get(name)
+            print(f"  task:    {name}  capabilities: {shown(lambda: ', '.join(sorted(cls.capabilities)))}")
         for name in info.methods:
-            cls = registry.methods[name]
-            needs = ", ".join(sorted(cls.requires)) or "-"
-            print(f"  method:  {name}  needs: {needs}  - {cls.description}")
-    return 1 if any(i.error for i in registry.plugins) and args.strict else 0
+            if ("method", name) in registry.clashes:
+                print(f"  method:  {name}  CLASH: unusable, see below")
+                continue
+            cls = registry.methods.get(name)
+            needs = shown(lambda: ", ".join(sorted(cls.requires)) or "-")
+            print(f"  method:  {name}  needs: {needs}  - {shown(lambda: cls.description)}")
+        for name in info.commands:
+            print(f"  command: {name}  - {shown(lambda: registry.commands[name].help)}")
+    for (kind, name), owners in sorted(registry.clashes.items()):
+        print(f"CLASH: {kind} {name!r} registered by {' and '.join(owners)}; unusable until SEQKD_PLUGINS selects one")
+    if registry.unmatched:
+        print(
+            f"warning: SEQKD_PLUGINS names plugins that are not installed: {', '.join(registry.unmatched)} "
+            f"(installed: {', '.join(registry.installed) or 'none'})"
+        )
+    problems = any(i.error for i in registry.plugins) or registry.clashes or registry.unmatched
+    return 1 if problems and args.strict else 0
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
