@@ -18,7 +18,7 @@ QUICKSTART = REPO / "recipes" / "bible-en-es" / "quickstart.yaml"
 def quickstart(output_dir: Path, *overrides: str) -> tuple[Recipe, Engine]:
     recipe = load_recipe(QUICKSTART, [f"output.dir={output_dir}", *overrides])
     engine = Engine(recipe)
-    engine.task.prepare()
+    engine.task()
     return recipe, engine
 
 

@@ -26,18 +26,18 @@ def main() -> None:
     args = parser.parse_args()
     recipe = load_recipe(args.recipe)
     engine = Engine(recipe)
-    engine.task.prepare()
-    sources = [p.source for p in engine.task.pairs()["test"][: args.sentences]]
+    engine.task()
+    sources = [p.source for p in engine.task().pairs()["test"][: args.sentences]]
     models = {
-        s.name: load_trained_model(engine.task, engine.stage_dir(s.name) / "model.pt", check_vocabulary=True)
+        s.name: load_trained_model(engine.task(), engine.stage_dir(s.name) / "model.pt")[0]
         for s in recipe.stages
         if (engine.stage_dir(s.name) / "model.pt").exists()
     }
     speeds = alternating_speed(
-        models, lambda model: len(sources) / engine.task.translate(model, sources, recipe.evaluation)[1], args.rounds
+        models, lambda model: len(sources) / engine.task().translate(model, sources, recipe.only_task().evaluation)[1], args.rounds
     )
     first = next(iter(speeds.values()))
-    print(f"{len(sources)} test sentences, beam {recipe.evaluation.beam_size}, {torch.get_num_threads()} threads, "
+    print(f"{len(sources)} test sentences, beam {recipe.only_task().evaluation.beam_size}, {torch.get_num_threads()} threads, "
           f"median of {args.rounds} rounds")
     for name, median in speeds.items():
         print(f"{name:16s} {count_parameters(models[name]) / 1e6:6.2f}M params  {median:7.1f} sentences/s  {median / first:5.2f}x")

@@ -59,8 +59,8 @@ def main() -> None:
         stage = next(s for s in recipe.stages if s.name == "baseline")
         cfg = stage.training.model_copy(update={"validate_every": args.steps, "checkpoint_every": args.steps})
         torch.manual_seed(cfg.seed)
-        init = engine.task.build_model(stage.model)
-        hand_loop(engine.task, copy.deepcopy(init), cfg.model_copy(update={"max_steps": 5}))  # warm-up
+        init = engine.task().build_model(stage.model)
+        hand_loop(engine.task(), copy.deepcopy(init), cfg.model_copy(update={"max_steps": 5}))  # warm-up
         hand: list[float] = []
         ours: list[float] = []
         for r in range(args.rounds):
@@ -68,9 +68,9 @@ def main() -> None:
             for which in (("hand", "seqkd") if r % 2 == 0 else ("seqkd", "hand")):
                 with Timer() as t:
                     if which == "hand":
-                        tokens = hand_loop(engine.task, copy.deepcopy(init), cfg)
+                        tokens = hand_loop(engine.task(), copy.deepcopy(init), cfg)
                     else:
-                        seqkd_loop(engine.task, copy.deepcopy(init), cfg, Path(tmp) / f"run{r}")
+                        seqkd_loop(engine.task(), copy.deepcopy(init), cfg, Path(tmp) / f"run{r}")
                 (hand if which == "hand" else ours).append(t.seconds)
             print(f"round {r}: hand loop {hand[-1]:.1f} s, seqkd trainer {ours[-1]:.1f} s")
     h, o = tokens / statistics.median(hand), tokens / statistics.median(ours)

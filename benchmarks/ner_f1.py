@@ -33,14 +33,14 @@ def main() -> None:
     runs = run_seeds(args.recipe, args.seeds, args.out)
 
     engine = Engine(runs.recipe)
-    engine.task.prepare()
-    split = runs.recipe.evaluation.split
-    sentences = [s.tokens for s in engine.task.sentences()[split]]
+    engine.task()
+    split = runs.recipe.only_task().evaluation.split
+    sentences = [s.tokens for s in engine.task().sentences()[split]]
     models = {
-        name: load_trained_model(engine.task, engine.stage_dir(reports[0].name) / "model.pt", check_vocabulary=True)
+        name: load_trained_model(engine.task(), engine.stage_dir(reports[0].name) / "model.pt")[0]
         for name, reports in runs.reports.items()
     }
-    speed = alternating_speed(models, lambda model: len(sentences) / _seconds(engine.task.tag, model, sentences), args.rounds)
+    speed = alternating_speed(models, lambda model: len(sentences) / _seconds(engine.task().tag, model, sentences), args.rounds)
     first = next(iter(speed.values()))
 
     rows = [["stage", "method", "params", "F1", "precision", "recall", "sent/s", "vs first"]]

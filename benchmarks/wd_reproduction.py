@@ -32,15 +32,15 @@ def main() -> None:
     runs = run_seeds(RECIPE, args.seeds, args.out, shared={"teacher"})
 
     engine = Engine(runs.recipe)
-    engine.task.prepare()
-    evaluation = runs.recipe.evaluation
-    sources = [p.source for p in engine.task.pairs()[evaluation.split][: evaluation.max_sentences]]
+    engine.task()
+    evaluation = runs.recipe.only_task().evaluation
+    sources = [p.source for p in engine.task().pairs()[evaluation.split][: evaluation.max_sentences]]
     shapes = {"teacher": "teacher", **{size: f"{size}_baseline" for size in SIZES}}
     models = {
-        shape: load_trained_model(engine.task, engine.stage_dir(runs.reports[stage][0].name) / "model.pt", check_vocabulary=True)
+        shape: load_trained_model(engine.task(), engine.stage_dir(runs.reports[stage][0].name) / "model.pt")[0]
         for shape, stage in shapes.items()
     }
-    speed = alternating_speed(models, lambda m: len(sources) / engine.task.translate(m, sources, evaluation)[1], args.rounds)
+    speed = alternating_speed(models, lambda m: len(sources) / engine.task().translate(m, sources, evaluation)[1], args.rounds)
 
     def mean(stage: str, metric: str) -> float:
         return statistics.mean(runs.values(stage, metric))

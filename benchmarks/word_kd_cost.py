@@ -31,15 +31,15 @@ def main() -> None:
         kd_stage, base_stage = stages["word_kd"], stages["baseline"]
         cfg = kd_stage.training.model_copy(update={"validate_every": args.steps, "checkpoint_every": args.steps})
         torch.manual_seed(cfg.seed)
-        init = engine.task.build_model(kd_stage.model)
-        teacher = engine.task.build_model(recipe.models["teacher"])
+        init = engine.task().build_model(kd_stage.model)
+        teacher = engine.task().build_model(recipe.models["teacher"])
         seconds: dict[str, list[float]] = {"supervised": [], "word_kd": []}
         for r in range(args.rounds):
             for stage in (base_stage, kd_stage):
                 student = copy.deepcopy(init)
-                method = stage.method(stage.options, engine.task, student,
+                method = stage.method(stage.options, engine.task(), student,
                                       teacher if stage.method.needs_teacher else None, cfg.label_smoothing)
-                trainer = Trainer(method=method, task=engine.task, student=student, config=cfg,
+                trainer = Trainer(method=method, task=engine.task(), student=student, config=cfg,
                                   stage_dir=Path(tmp) / f"{stage.name}{r}", device=torch.device("cpu"), label=stage.name)
                 with Timer() as t:
                     trainer.run()

@@ -41,7 +41,7 @@ import numpy as np
 
 from seqkd import distributed
 from seqkd.errors import SeqkdError
-from seqkd.fileio import CorruptFileError, atomic_write_json, read_json
+from seqkd.fileio import CorruptFileError, atomic_write_json, atomic_writer, read_json
 from seqkd.hashing import file_sha256
 
 MANIFEST = "manifest.json"
@@ -52,13 +52,14 @@ _SHARD_DIR = re.compile(r"shard-\d{5}")
 _SHARD_FILE = re.compile(r"[^./\\][^/\\]*\.npy")  # a plain file name: nothing outside the shard folder
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
-# Offsets arrays of the layouts seqkd stores: name -> (what it has one entry more than, the arrays
-# whose length its last entry must equal). "items" is the shard's item count; any other name is an
-# array of the same shard. See seqkd.teacher_outputs for the layouts.
-OFFSETS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "offsets": ("items", ("values", "indices")),
-    "item_offsets": ("items", ("scores",)),
-    "token_offsets": ("scores", ("tokens",)),
+# The offsets arrays of each kind's shards, which ``verify`` checks: kind -> {offsets array -> (what
+# it has one entry more than, the arrays whose length its last entry must equal)}. "items" is the
+# shard's item count; any other name is an array of the same shard. The layouts are those of
+# seqkd.teacher_outputs; a plugin that stores another kind may add its own entry. Kinds without an
+# entry get the checks of sizes and sha256 only.
+OFFSETS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "topk": {"offsets": ("items", ("values", "indices"))},
+    "nbest": {"item_offsets": ("items", ("scores",)), "token_offsets": ("scores", ("tokens",))},
 }
 
 
@@ -189,8 +190,8 @@ class Artifact:
         return artifact
 
     def verify(self, *, hashes: bool = True) -> None:
-        """Check every shard file's size; with ``hashes`` also its sha256 and that its arrays load
-        and agree with the shard's item count (see ``OFFSETS``). A damaged shard is refused."""
+        """Check every shard file's size; with ``hashes`` also its sha256 and that its arrays load and
+        agree with the shard's item count (see ``OFFSETS``). A damaged shard is refused."""
         for index, shard in enumerate(self.manifest["shards"]):
             for name, meta in shard["files"].items():
                 path = self._checked_path(shard, name)
@@ -217,7 +218,7 @@ class Artifact:
         the array they index) and end at the length of the arrays they index."""
         entry, arrays = self.manifest["shards"][index], self.shard(index).arrays
         items = entry["stop"] - entry["start"]
-        for name, (counted, targets) in OFFSETS.items():
+        for name, (counted, targets) in OFFSETS.get(self.manifest["kind"], {}).items():
             if name not in arrays:
                 continue
             path = self.folder / entry["dir"] / f"{name}.npy"
@@ -332,10 +333,8 @@ def build_artifact(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             for name, array in make_shard(start, stop).items():
-                with open(tmp / f"{name}.npy", "wb") as f:
+                with atomic_writer(tmp / f"{name}.npy") as f:  # a full disk is a DiskFullError
                     np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-                    f.flush()
-                    os.fsync(f.fileno())
             files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.glob("*.npy"))}
             atomic_write_json(tmp / "done.json", files)
             shutil.rmtree(shard_dir, ignore_errors=True)
@@ -347,7 +346,7 @@ def build_artifact(
     def finish_build() -> None:
         shards = [
             {"dir": f"shard-{i:05d}", "start": start, "stop": min(start + shard_size, num_items),
-             "files": json.loads((work / f"shard-{i:05d}" / "done.json").read_text())}
+             "files": read_json(work / f"shard-{i:05d}" / "done.json", "shard list", fix=f"remove {work}")}
             for i, start in enumerate(starts)
         ]
         manifest = {"format": FORMAT, "kind": kind, "key": key, "parts": parts, "num_items": num_items,

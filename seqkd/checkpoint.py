@@ -51,11 +51,14 @@ def safe_load(path: Path) -> Any:
         ) from exc
 
 
-def save_model(path: Path, *, task: str, model_config: dict[str, Any], vocabulary: str, state_dict: dict) -> None:
+def save_model(
+    path: Path, *, task: str, model_config: dict[str, Any], vocabulary: str, state_dict: dict,
+    output_space: dict[str, Any] | None = None,
+) -> None:
     """A self-describing model file: enough to rebuild the model without the recipe's training parts."""
     atomic_save(
         {"format": MODEL_FORMAT, "task": task, "model_config": model_config, "vocabulary": vocabulary,
-         "state_dict": state_dict},
+         "output_space": output_space or {"vocabulary": vocabulary}, "state_dict": state_dict},
         path,
     )
 

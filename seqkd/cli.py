@@ -101,7 +101,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def format_table(reports, headline: dict[str, str]) -> str:
-    """One row per stage: size, the task's headline metrics, and decoding speed relative to the first stage."""
+    """One row per stage: size, the task's headline metrics, and prediction speed relative to the first stage."""
     rows = [("stage", "method", "params", *headline.values(), "sent/s", "speed")]
     base = next((r.metrics.get("sentences_per_second") for r in reports if r.metrics), None)
     for r in reports:
@@ -117,6 +117,19 @@ def format_table(reports, headline: dict[str, str]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_reports(recipe, reports) -> str:
+    """A table per task (each task has its own headline metrics), with the task's notes under it."""
+    parts = []
+    for key, spec in recipe.tasks.items():
+        mine = [r for r in reports if r.task == key]
+        if not mine:
+            continue
+        title = f"task {key} ({spec.cls.name})\n" if len(recipe.tasks) > 1 else ""
+        notes = next((spec.cls.report_notes(r.metrics) for r in mine if r.metrics), [])
+        parts.append("\n\n".join([title + format_table(mine, spec.cls.headline_metrics), *notes]))
+    return "\n\n".join(parts) + f"\n\nrun folder: {recipe.output_dir}"
 
 
 def launch_torchrun(args: argparse.Namespace) -> int | None:
@@ -154,50 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     distributed.finish()
     if not main:  # rank 0 prints the one table
         return 0
-    print(format_table(reports, recipe.task_cls.headline_metrics))
-    signature = next((r.metrics.get("bleu_signature") for r in reports if r.metrics), None)
-    if signature:
-        print(f"\nBLEU: {signature}\nrun folder: {recipe.output_dir}")
-    return 0
-
-
-def _trained_stage(args: argparse.Namespace):
-    """The recipe's engine (task prepared), the stage's trained model and the input lines."""
-    from seqkd.engine import Engine, load_trained_model
-    from seqkd.recipe import load_recipe
-
-    recipe = load_recipe(args.file, args.overrides)
-    engine = Engine(recipe)
-    engine.task.prepare()
-    model_path = engine.stage_dir(args.stage) / "model.pt"
-    if not model_path.exists():
-        raise FileNotFoundError(f"{model_path}: stage {args.stage!r} has not been trained; run the recipe first")
-    model = load_trained_model(engine.task, model_path, check_vocabulary=True)
-    if args.input:
-        lines = args.input.read_text(encoding="utf-8").splitlines()
-    else:
-        lines = sys.stdin.read().splitlines()
-    return recipe, engine, model, lines
-
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    recipe, engine, model, lines = _trained_stage(args)
-    options = recipe.evaluation.model_copy(update={"beam_size": args.beam} if args.beam else {})
-    hypotheses, _ = engine.task.translate(model, [line.strip() for line in lines], options)
-    print("\n".join(hypotheses))
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    """Tag whitespace-tokenised sentences, one per line, as CoNLL (token, tag; blank line between)."""
-    from seqkd.errors import SeqkdError
-
-    _, engine, model, lines = _trained_stage(args)
-    if not hasattr(engine.task, "tag"):
-        raise SeqkdError(f"task {engine.task.name!r} does not tag sentences; `seqkd predict` serves tagging tasks (ner)")
-    sentences = [line.split() for line in lines if line.strip()]
-    for tokens, tags in zip(sentences, engine.task.tag(model, sentences)):
-        print("\n".join(f"{token}\t{tag}" for token, tag in zip(tokens, tags)) + "\n")
+    print(format_reports(recipe, reports))
     return 0
 
 
@@ -230,9 +200,6 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
     print(f"  items:   {m['num_items']} in {len(m['shards'])} shards of {m['shard_size']}")
     print(f"  meta:    {m['meta']}")
     print(f"  size:    {artifact.nbytes():,} bytes")
-    if m["kind"] == "topk":
-        tokens = sum(int(artifact.shard(i).arrays['offsets'][-1]) for i in range(len(m["shards"])))
-        print(f"  tokens:  {tokens:,} ({artifact.nbytes() / tokens:.1f} bytes per target token)")
     return 0
 
 
@@ -321,8 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("show", cmd_show, "print the fully resolved recipe (defaults filled in)"),
         ("run", cmd_run, "run a recipe's stages (resumes and reuses finished stages)"),
-        ("translate", cmd_translate, "translate stdin or a file with a trained stage's model"),
-        ("predict", cmd_predict, "tag stdin or a file (one sentence a line) with a trained stage's model"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("file", type=Path)
@@ -332,17 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--force", action="store_true", help="replace stage folders of a different configuration")
             p.add_argument("--stage", action="append", help="run only these stages (earlier ones must be done)")
             add_nproc_option(p)
-        if name == "translate":
-            p.add_argument("--stage", required=True, help="which stage's model translates")
-            p.add_argument("--input", type=Path, help="file to translate (default: stdin)")
-            p.add_argument("--beam", type=int, help="beam size (default: the recipe's evaluation.beam_size)")
-        if name == "predict":
-            p.add_argument("--stage", required=True, help="which stage's model tags")
-            p.add_argument("--input", type=Path, help="file to tag, one whitespace-tokenised sentence a line (default: stdin)")
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
     add_cache_commands(sub)
+    for command in sorted(get_registry().commands.values(), key=lambda c: c.name):  # the tasks' own commands
+        p = sub.add_parser(command.name, help=command.help)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 

@@ -1,35 +1,47 @@
 """Runs a recipe's stages in order, each in ``<output>/<stage>/``.
 
 A stage folder holds ``stage.json`` (hash and status), ``config.yaml`` (the resolved recipe),
-``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``model.pt`` and the evaluation report. A
-stage whose hash (config + data + teacher) matches a finished folder is reused, so one teacher
-serves many student recipes; a matching unfinished folder is resumed; a folder of another config
-is only replaced with ``force``.
+``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``model.pt``, the evaluation report and,
+with ``outputs:``, the model's predictions on whole splits (``outputs/<split>.txt``). A stage whose
+hash (config + data + teachers + upstream stages) matches a finished folder is reused, so one
+teacher serves many student recipes; a matching unfinished folder is resumed; a folder of another
+config is only replaced with ``force``. A run holds a lock on its output folder.
 
-In a multi-process run (docs/distributed.md) every rank runs the same stages; rank 0 alone claims
-folders and writes status, configs, model files and reports, through ``distributed.on_main``.
+Tasks are built on first use: a task that reads another task's stage outputs as an input view is
+prepared only once that stage has written them.
+
+The engine owns distribution (docs/distributed.md): every rank runs the same stages; prediction is
+sharded over ranks in fixed chunks and gathered; rank 0 alone claims folders and writes status,
+configs, model files, predictions and reports, through ``distributed.on_main``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from seqkd import distributed
 from seqkd.checkpoint import CheckpointError, load_model_file, save_model
 from seqkd.errors import SeqkdError
-from seqkd.method import Method, StageContext
-from seqkd.recipe import Recipe, Stage
+from seqkd.fileio import CorruptFileError, FolderLock, atomic_write_json, atomic_write_text, read_json
+from seqkd.hashing import file_sha256
+from seqkd.method import Method, StageContext, Teacher
+from seqkd.recipe import Recipe, Stage, TeacherRef
 from seqkd.tasks.base import TaskAdapter
 from seqkd.trainer import Trainer, pick_device
+
+PREDICT_CHUNK = 256  # inputs per prediction call; ranks take every W-th chunk, so results do not depend on W
 
 
 class StageConflict(SeqkdError):
@@ -39,6 +51,7 @@ class StageConflict(SeqkdError):
 @dataclass
 class StageReport:
     name: str
+    task: str
     method: str
     model: str
     parameters: int
@@ -54,19 +67,29 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_trained_model(task: TaskAdapter, path: Path, *, check_vocabulary: bool) -> torch.nn.Module:
-    """Rebuild a model from a seqkd model file (weights only) for ``task``."""
+def load_trained_model(task: TaskAdapter, path: Path, *, same_output_space: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a model from a seqkd model file (weights only) for ``task``, with its output space.
+
+    With ``same_output_space`` the model must have the task's vocabulary / tag set; otherwise it is
+    rebuilt over the output space its file records (a teacher trained on other labels).
+    """
     data = load_model_file(path)
     if data["task"] != task.name:
         raise CheckpointError(f"{path}: a {data['task']!r} model cannot serve the {task.name!r} task")
-    if check_vocabulary and data["vocabulary"] != task.vocabulary_id():
+    space = data.get("output_space") or {"vocabulary": data["vocabulary"]}
+    if same_output_space and data["vocabulary"] != task.vocabulary_id():
         raise CheckpointError(
             f"{path}: the model's vocabulary ({data['vocabulary']}) differs from this recipe's "
             f"({task.vocabulary_id()}); teacher and student must share one vocabulary for this method"
         )
-    model = task.build_model(task.model_schema.model_validate(data["model_config"]))
-    model.load_state_dict(data["state_dict"])
-    return model
+    try:
+        config = task.model_schema.model_validate(data["model_config"])
+        model = task.build_model(config, None if same_output_space else space)
+        model.load_state_dict(data["state_dict"])
+    except (ValidationError, RuntimeError, SeqkdError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: its model config and weights do not fit this task's model ({first})") from None
+    return model, space
 
 
 def _log(stage: str, text: str) -> None:
@@ -74,57 +97,106 @@ def _log(stage: str, text: str) -> None:
         print(f"[{stage}] {text}", file=sys.stderr, flush=True)
 
 
+def _write_once(path: Path, text: str) -> None:
+    """Write a text file from rank 0 only (every rank returns once it exists)."""
+    distributed.on_main(lambda: atomic_write_text(path, text))
+
+
 class Engine:
     def __init__(self, recipe: Recipe, *, force: bool = False) -> None:
         self.recipe = recipe
         self.force = force
-        self.task = recipe.task_cls(recipe.task, recipe.output_dir / "_shared", recipe.path.parent)
-        self.hashes: dict[str, str] = {}
+        self._tasks: dict[str, TaskAdapter] = {}
+        self._hashes: dict[str, str] = {}
+        self._file_ids: dict[Path, str] = {}
+
+    # -- tasks and hashes ---------------------------------------------------------------------
+
+    def task(self, key: str | None = None) -> TaskAdapter:
+        """The prepared adapter of task ``key`` (of the only task, without one), built on first use."""
+        key = key if key is not None else self.recipe.only_task().key
+        if key not in self._tasks:
+            spec = self.recipe.tasks[key]
+            views = {view: self.stage_dir(stage) / "outputs" for view, stage in spec.reads.items()}
+            task = spec.cls(spec.config, self.recipe.output_dir / "_shared", self.recipe.path.parent, views)
+            distributed.main_first(task.prepare)
+            self._tasks[key] = task
+        return self._tasks[key]
 
     def stage_dir(self, name: str) -> Path:
         return self.recipe.output_dir / name
 
+    def _file_id(self, path: Path) -> str:
+        if path not in self._file_ids:
+            self._file_ids[path] = file_sha256(path)[:16]
+        return self._file_ids[path]
+
     def stage_hash(self, stage: Stage) -> str:
-        teacher = None
-        if stage.teacher is not None:
-            teacher = self.hashes[stage.teacher]
-        elif stage.teacher_checkpoint is not None:
-            teacher = hashlib.sha256(stage.teacher_checkpoint.read_bytes()).hexdigest()[:16]
-        training = stage.training.model_dump(exclude={"log_every", "device"})
-        return _digest({
-            "task": self.task.fingerprint(), "method": stage.method.name,
-            "model": stage.model.model_dump(), "training": training,
-            "options": stage.options.model_dump(), "teacher": teacher,
-            "init": self.hashes[stage.init] if stage.init else None,
-        })
+        """What the stage's model depends on: its config, its task's data and every stage upstream."""
+        if stage.name not in self._hashes:
+            spec = self.recipe.tasks[stage.task]
+            upstream = lambda name: self.stage_hash(self.recipe.stage(name))  # noqa: E731
+            self._hashes[stage.name] = _digest({
+                "task": self.task(stage.task).fingerprint(),
+                "reads": {view: upstream(source) for view, source in spec.reads.items()},
+                "method": stage.method.name,
+                "model": stage.model.model_dump(),
+                "training": stage.training.model_dump(exclude={"log_every", "device"}),
+                "options": stage.options.model_dump(),
+                "teachers": [upstream(t.stage) if t.stage else self._file_id(t.checkpoint) for t in stage.teachers],
+                "init": upstream(stage.init) if stage.init else None,
+            })
+        return self._hashes[stage.name]
+
+    # -- running ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the output folder's lock (rank 0) while stages run."""
+        lock = FolderLock(self.recipe.output_dir) if distributed.is_main() else None
+        distributed.on_main(lambda: lock.acquire() and None)
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _selected(self, only: list[str] | None) -> list[Stage]:
+        names = [s.name for s in self.recipe.stages]
+        unknown = [name for name in only or [] if name not in names]
+        if unknown:
+            raise StageConflict(f"{self.recipe.path}: no stage {', '.join(map(repr, unknown))} (stages: {', '.join(names)})")
+        return [s for s in self.recipe.stages if not only or s.name in only]
 
     def run(self, only: list[str] | None = None) -> list[StageReport]:
-        distributed.main_first(self.task.prepare)
-        reports = []
-        for stage in self.recipe.stages:
-            self.hashes[stage.name] = self.stage_hash(stage)
-            if only and stage.name not in only:
-                continue
-            reports.append(self.run_stage(stage))
-        return reports
+        stages = self._selected(only)
+        with self._locked():
+            return [self.run_stage(stage) for stage in stages]
 
     def build_caches(self, only: list[str] | None = None) -> list[Path]:
         """Build the teacher-output caches of the stages that use them, without training."""
-        distributed.main_first(self.task.prepare)
         built = []
-        for stage in self.recipe.stages:
-            self.hashes[stage.name] = self.stage_hash(stage)
-            if (only and stage.name not in only) or self._teacher_path(stage) is None:
-                continue
-            teacher = self._teacher_path(stage)
-            if not teacher.exists():
-                raise StageConflict(f"stage {stage.name!r}: its teacher {teacher} is not trained yet; run the recipe's earlier stages first")
-            device = pick_device(stage.training.device)
-            self.prepare_method(stage, self.task.build_model(stage.model), device)
-            folder = self.recipe.output_dir / "_cache" / stage.name
-            if folder.exists():
-                built.append(folder)
+        with self._locked():
+            for stage in self._selected(only):
+                if not stage.teachers:
+                    continue
+                self._check_inputs(stage)
+                task = self.task(stage.task)
+                self.prepare_method(stage, task.build_model(stage.model), pick_device(stage.training.device))
+                folder = self.recipe.output_dir / "_cache" / stage.name
+                if folder.exists():
+                    built.append(folder)
         return built
+
+    def _check_inputs(self, stage: Stage) -> None:
+        """Refuse a stage whose teachers or starting point are not trained, before touching its folder."""
+        needed = [(t.label, self._teacher_file(t), "teacher") for t in stage.teachers]
+        if stage.init:
+            needed.append((stage.init, self.stage_dir(stage.init) / "model.pt", "starting point"))
+        for label, path, role in needed:
+            if not path.exists():
+                hint = f"run stage {label!r} first" if not path.is_absolute() or self.stage_dir(label) in path.parents else "check the path"
+                raise StageConflict(f"stage {stage.name!r}: its {role} {path} is not trained yet; {hint}")
 
     def _claim(self, stage: Stage, folder: Path) -> dict[str, Any] | None:
         """Return the stage's existing status if it may be reused or resumed; refuse a stranger's folder."""
@@ -133,8 +205,13 @@ class Engine:
             if folder.exists() and any(folder.iterdir()) and not self.force:
                 raise StageConflict(f"{folder} exists and is not a seqkd stage folder; use --force to replace it")
             return None
-        status = json.loads(status_path.read_text())
-        if status["hash"] == self.hashes[stage.name]:
+        try:
+            status = read_json(status_path, "stage status", fix="use --force to retrain the stage")
+        except CorruptFileError:
+            if not self.force:
+                raise
+            status = {"hash": None}
+        if status.get("hash") == self.stage_hash(stage):
             return status
         if not self.force:
             raise StageConflict(
@@ -148,84 +225,160 @@ class Engine:
         """Claim the stage's folder; True if its finished model is reused, else it is marked running."""
         status = self._claim(stage, folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if status is not None and status["status"] == "done":
+        if status is not None and status["status"] == "done" and (folder / "model.pt").exists():
             return True
         self._write_status(folder, stage, "running")
-        (folder / "config.yaml").write_text(yaml.safe_dump(self._stage_config(stage), sort_keys=False))
+        atomic_write_text(folder / "config.yaml", yaml.safe_dump(self._stage_config(stage), sort_keys=False))
         return False
 
     def run_stage(self, stage: Stage) -> StageReport:
         folder = self.stage_dir(stage.name)
+        self._check_inputs(stage)
+        self.stage_hash(stage)  # prepares the task (and checks its data) before the folder is claimed
         reused = distributed.on_main(lambda: self._open_stage(stage, folder))
         if not reused:
             self._train(stage, folder)
             distributed.on_main(lambda: self._write_status(folder, stage, "done"))
-        model = load_trained_model(self.task, folder / "model.pt", check_vocabulary=True)
-        metrics = self._evaluate(stage, model, folder) if stage.evaluate else {}
-        return StageReport(stage.name, stage.method.name, stage.model_role, count_parameters(model), reused, metrics)
+        task = self.task(stage.task)
+        model, _ = load_trained_model(task, folder / "model.pt")
+        model.to(pick_device(stage.training.device))
+        if stage.outputs:
+            self._write_outputs(stage, task, model, folder)
+        metrics = self._evaluate(stage, task, model, folder) if stage.evaluate else {}
+        return StageReport(stage.name, stage.task, stage.method.name, stage.model_role, count_parameters(model), reused, metrics)
 
-    def _teacher_path(self, stage: Stage) -> Path | None:
-        if stage.teacher is not None:
-            return self.stage_dir(stage.teacher) / "model.pt"
-        return stage.teacher_checkpoint
+    def trained_model(self, name: str) -> tuple[Stage, TaskAdapter, torch.nn.Module]:
+        """A finished stage's model with its prepared task, for commands that serve it."""
+        stage = self.recipe.stage(name)
+        path = self.stage_dir(name) / "model.pt"
+        if not path.exists():
+            raise StageConflict(f"{path}: stage {name!r} has not been trained; run `seqkd run {self.recipe.path} --stage {name}` first")
+        task = self.task(stage.task)
+        model, _ = load_trained_model(task, path)
+        return stage, task, model
+
+    # -- methods and training -----------------------------------------------------------------
+
+    def _teacher_file(self, ref: TeacherRef) -> Path:
+        return self.stage_dir(ref.stage) / "model.pt" if ref.stage is not None else ref.checkpoint
+
+    def teachers(self, stage: Stage, device: torch.device) -> list[Teacher]:
+        """The stage's teachers, each loaded only when a method first reads its model."""
+        task = self.task(stage.task)
+        same = stage.method.same_output_space
+
+        def loader(path: Path):
+            def load() -> tuple[torch.nn.Module, dict[str, Any]]:
+                model, space = load_trained_model(task, path, same_output_space=same)
+                return model.to(device), space
+            return load
+
+        return [
+            Teacher(ref.label, self._file_id(path), loader(path))
+            for ref in stage.teachers
+            for path in [self._teacher_file(ref)]
+        ]
 
     def prepare_method(self, stage: Stage, student: torch.nn.Module, device: torch.device) -> Method:
-        """The stage's method with its teacher loaded and its once-per-stage work (caches) done."""
-        teacher, teacher_id = None, None
-        path = self._teacher_path(stage)
-        if path is not None:
-            teacher = load_trained_model(self.task, path, check_vocabulary=stage.method.needs_same_vocabulary)
-            teacher.to(device)
-            teacher_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        method = stage.method(stage.options, self.task, student, teacher, stage.training.label_smoothing)
+        """The stage's method with its teachers and its once-per-stage work (caches) done."""
+        task = self.task(stage.task)
+        teachers = self.teachers(stage, device)
+        method = stage.method(stage.options, task, student, teachers, stage.training.label_smoothing)
         method.prepare(StageContext(
             cache_dir=self.recipe.output_dir / "_cache" / stage.name,
-            teacher_id=teacher_id, max_tokens=stage.training.max_tokens, device=device, rebuild=self.force,
-            log=lambda text: _log(stage.name, text),
+            max_tokens=stage.training.max_tokens, device=device, rebuild=self.force,
+            log=lambda text: _log(stage.name, text), write_text=_write_once,
+            teacher_ids=[t.id for t in teachers],
         ))
         return method
 
     def _train(self, stage: Stage, folder: Path) -> None:
+        task = self.task(stage.task)
         device = pick_device(stage.training.device)
         torch.manual_seed(stage.training.seed)
-        student = self.task.build_model(stage.model)
+        student = task.build_model(stage.model)
         if stage.init is not None:
-            start = self.stage_dir(stage.init) / "model.pt"
-            if not start.exists():
-                raise StageConflict(f"stage {stage.name!r}: its starting point {start} is not trained yet; run stage {stage.init!r} first")
-            student.load_state_dict(load_trained_model(self.task, start, check_vocabulary=True).state_dict())
+            start, _ = load_trained_model(task, self.stage_dir(stage.init) / "model.pt")
+            student.load_state_dict(start.state_dict())
         method = self.prepare_method(stage, student, device)
         trainer = Trainer(
-            method=method, task=self.task, student=student, config=stage.training,
+            method=method, task=task, student=student, config=stage.training,
             stage_dir=folder, device=device, label=stage.name,
         )
         trainer.run()
+        state = trainer.best_state_dict()
         distributed.on_main(lambda: save_model(
-            folder / "model.pt", task=self.task.name, model_config=stage.model.model_dump(mode="json"),
-            vocabulary=self.task.vocabulary_id(), state_dict=trainer.best_state_dict(),
+            folder / "model.pt", task=task.name, model_config=stage.model.model_dump(mode="json"),
+            vocabulary=task.vocabulary_id(), output_space=task.output_space(), state_dict=state,
         ))
 
-    def _evaluate(self, stage: Stage, model: torch.nn.Module, folder: Path) -> dict[str, Any]:
-        evaluation = self.recipe.evaluation
+    # -- prediction, outputs and evaluation ---------------------------------------------------
+
+    def predict(self, task: TaskAdapter, model: torch.nn.Module, inputs: list[Any], options: BaseModel) -> tuple[list[Any], float]:
+        """Predictions for ``inputs`` in order, and the seconds it took (the slowest rank's).
+
+        Rank r predicts chunks r, r + W, ... of ``PREDICT_CHUNK`` inputs; every rank returns all
+        predictions, and each chunk is the one a single process would predict, so the results are too.
+        """
+        starts = list(range(0, len(inputs), PREDICT_CHUNK))
+        began = time.perf_counter()
+        mine = {s: task.predict(model, inputs[s : s + PREDICT_CHUNK], options) for s in starts[distributed.rank() :: distributed.world_size()]}
+        seconds = time.perf_counter() - began
+        gathered = distributed.all_gather((mine, seconds))
+        chunks = {s: part for rank_chunks, _ in gathered for s, part in rank_chunks.items()}
+        return [p for s in starts for p in chunks[s]], max(t for _, t in gathered)
+
+    def score_model(self, task: TaskAdapter, model: torch.nn.Module, options: BaseModel) -> tuple[dict[str, Any], list[Any]]:
+        """The metrics of ``model`` on the evaluation split of ``options``, and its predictions."""
+        split = getattr(options, "split", "test")
+        inputs = task.eval_inputs(split, options)[: getattr(options, "max_sentences", None)]
+        predictions, seconds = self.predict(task, model, inputs, options)
+        metrics = task.score(split, predictions, options)
+        metrics["sentences_per_second"] = round(len(predictions) / max(seconds, 1e-9), 2)
+        return metrics, predictions
+
+    def _write_outputs(self, stage: Stage, task: TaskAdapter, model: torch.nn.Module, folder: Path) -> None:
+        """The model's predictions on whole splits, one line per example, for tasks that read them."""
+        out = folder / "outputs"
+        key = _digest({"stage": self.stage_hash(stage), "settings": stage.evaluation.model_dump(), "splits": stage.outputs})
+        manifest = out / "manifest.json"
+        done = distributed.on_main(lambda: manifest.exists() and _read_or_none(manifest, "outputs manifest").get("key") == key)
+        if done:
+            return
+        for split in stage.outputs:
+            predictions, _ = self.predict(task, model, task.eval_inputs(split, stage.evaluation), stage.evaluation)
+            _write_once(out / f"{split}.txt", "".join(task.as_text(p).replace("\n", " ") + "\n" for p in predictions))
+            _log(stage.name, f"outputs: {len(predictions)} {split} predictions ({out / f'{split}.txt'})")
+        distributed.on_main(lambda: atomic_write_json(manifest, {"key": key, "splits": stage.outputs}))
+
+    def _evaluate(self, stage: Stage, task: TaskAdapter, model: torch.nn.Module, folder: Path) -> dict[str, Any]:
+        options = stage.evaluation
+        split = getattr(options, "split", "test")
         report_path = folder / "report.json"
-        key = _digest(evaluation.model_dump())
-        report = distributed.on_main(lambda: json.loads(report_path.read_text()) if report_path.exists() else None)
-        if report is not None and report.get("evaluation_hash") == key:
+        key = _digest({"task": task.fingerprint(), "evaluation": options.model_dump()})
+        report = distributed.on_main(lambda: _read_or_none(report_path, "evaluation report"))
+        if report.get("evaluation_hash") == key:
             return report["metrics"]
-        model.to(pick_device(stage.training.device))
-        metrics = self.task.evaluate(model, evaluation.split, folder, evaluation)
-        distributed.on_main(lambda: report_path.write_text(
-            json.dumps({"evaluation_hash": key, "metrics": metrics}, indent=2) + "\n"
-        ))
+        metrics, predictions = self.score_model(task, model, options)
+        _write_once(folder / f"predictions.{split}.txt", "".join(task.as_text(p) + "\n" for p in predictions))
+        distributed.on_main(lambda: atomic_write_json(report_path, {"evaluation_hash": key, "metrics": metrics}))
         return metrics
 
     def _write_status(self, folder: Path, stage: Stage, status: str) -> None:
-        (folder / "stage.json").write_text(json.dumps(
-            {"hash": self.hashes[stage.name], "stage": stage.name, "recipe": str(self.recipe.path), "status": status},
-            indent=2,
-        ) + "\n")
+        atomic_write_json(folder / "stage.json", {
+            "hash": self.stage_hash(stage), "stage": stage.name, "recipe": str(self.recipe.path), "status": status,
+        })
 
     def _stage_config(self, stage: Stage) -> dict[str, Any]:
         resolved = self.recipe.resolved()
         resolved["stages"] = [s for s in resolved["stages"] if s["name"] == stage.name]
         return resolved
+
+
+def _read_or_none(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file the engine can redo: a missing or unreadable one counts as absent ({})."""
+    try:
+        data = read_json(path, what)
+    except SeqkdError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seqkd.errors import SeqkdError
 from seqkd.method import Method
@@ -35,18 +35,42 @@ class OutputConfig(BaseModel):
     dir: str = Field("runs/{recipe}", description="Run folder, relative to the working directory; {recipe} is the recipe file's stem.")
 
 
+class TeacherEntry(BaseModel):
+    """One entry of a stage's ``teachers:`` list written as a mapping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str | None = Field(None, description="An earlier stage whose final model is a teacher.")
+    checkpoint: str | None = Field(None, description="Or a seqkd model file from elsewhere (loaded weights-only).")
+
+    @model_validator(mode="after")
+    def _one(self) -> "TeacherEntry":
+        if (self.stage is None) == (self.checkpoint is None):
+            raise ValueError("give `stage` or `checkpoint`")
+        return self
+
+
 class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=_NAME, description="Stage name; its folder is <output.dir>/<name>.")
+    task: str | None = Field(None, description="Which entry of `tasks:` this stage trains (needed when there are several).")
     method: str = Field(description="Method plugin that trains this stage.")
     model: str = Field(description="Which entry of `models:` this stage trains.")
-    teacher: str | None = Field(None, description="An earlier stage whose final model is the teacher.")
+    teacher: str | None = Field(None, description="An earlier stage whose final model is the teacher (short for a one-entry `teachers:`).")
     teacher_checkpoint: str | None = Field(None, description="Or a seqkd model file from elsewhere (loaded weights-only).")
+    teachers: list[str | TeacherEntry] = Field(
+        default_factory=list, description="Several teachers: earlier stage names, or `{checkpoint: path}` entries."
+    )
     init: str | None = Field(None, description="An earlier stage of the same model config whose final model is this stage's starting point.")
     training: dict[str, Any] = Field(default_factory=dict, description="Overrides of the recipe's `training:`.")
     options: dict[str, Any] = Field(default_factory=dict, description="The method's options (its own schema).")
     evaluate: bool = Field(True, description="Score the final model on the evaluation split.")
+    evaluation: dict[str, Any] = Field(default_factory=dict, description="Overrides of the task's `evaluation:` for this stage.")
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="Splits whose predictions this stage writes to <stage>/outputs/<split>.txt, one line per example (another task can `reads:` them).",
+    )
 
 
 class RecipeFile(BaseModel):
@@ -55,26 +79,64 @@ class RecipeFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(description="One line shown by `seqkd recipes`.")
-    task: dict[str, Any] = Field(description="`name:` picks the task adapter; the rest is its schema.")
+    task: dict[str, Any] | None = Field(None, description="`name:` picks the task adapter; the rest is its schema (one task).")
+    tasks: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="Several tasks by key, each like `task:` plus its own `evaluation:` and `reads: {view: stage}` "
+        "(input views made of another task's stage outputs).",
+    )
     models: dict[str, dict[str, Any]] = Field(description="Model configs by role (teacher, student, ...).")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    evaluation: dict[str, Any] = Field(default_factory=dict, description="The task's evaluation settings.")
+    evaluation: dict[str, Any] = Field(default_factory=dict, description="The task's evaluation settings (with `task:`).")
     output: OutputConfig = Field(default_factory=OutputConfig)
     stages: list[StageConfig] = Field(min_length=1, description="Run in order.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "RecipeFile":
+        if (self.task is None) == (self.tasks is None):
+            raise ValueError("give `task:` (one task) or `tasks:` (several), not both or neither")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("`tasks:` names no task")
+        if self.tasks is not None and self.evaluation:
+            raise ValueError("with `tasks:`, give each task its own `evaluation:`")
+        return self
+
+
+@dataclass
+class TaskSpec:
+    """One task of a recipe: its adapter, validated sections, and the views it reads from stages."""
+
+    key: str
+    cls: type[TaskAdapter]
+    config: BaseModel
+    evaluation: BaseModel
+    reads: dict[str, str]  # input view -> the stage whose outputs it is
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    stage: str | None
+    checkpoint: Path | None
+
+    @property
+    def label(self) -> str:
+        return self.stage if self.stage is not None else str(self.checkpoint)
 
 
 @dataclass
 class Stage:
     name: str
+    task: str  # the key of its TaskSpec
     method: type[Method]
     model_role: str
     model: BaseModel
-    teacher: str | None
-    teacher_checkpoint: Path | None
+    teachers: list[TeacherRef]
     init: str | None
     training: TrainingConfig
     options: BaseModel
     evaluate: bool
+    evaluation: BaseModel
+    outputs: list[str]
 
 
 @dataclass
@@ -83,34 +145,57 @@ class Recipe:
 
     path: Path
     description: str
-    task_cls: type[TaskAdapter]
-    task: BaseModel
+    tasks: dict[str, TaskSpec]
     models: dict[str, BaseModel]
     training: TrainingConfig
-    evaluation: BaseModel
     output_dir: Path
     stages: list[Stage]
+    single_task_form: bool  # written with `task:` (resolved() keeps the form)
+
+    def only_task(self) -> TaskSpec:
+        """The recipe's task, for commands and tools that serve one-task recipes."""
+        if len(self.tasks) != 1:
+            raise SeqkdError(f"{self.path}: the recipe has several tasks ({', '.join(self.tasks)}); name a stage instead")
+        return next(iter(self.tasks.values()))
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise SeqkdError(f"{self.path}: no stage {name!r} (stages: {', '.join(s.name for s in self.stages)})")
 
     def resolved(self) -> dict[str, Any]:
         """The recipe as plain data with defaults filled in (what `seqkd show` prints)."""
+        tasks = {
+            key: {**spec.config.model_dump(mode="json"), "evaluation": spec.evaluation.model_dump(mode="json"),
+                  **({"reads": spec.reads} if spec.reads else {})}
+            for key, spec in self.tasks.items()
+        }
+        head: dict[str, Any] = {"description": self.description}
+        if self.single_task_form:
+            only = next(iter(tasks.values()))
+            head["evaluation"] = only.pop("evaluation")
+            head["task"] = only
+        else:
+            head["tasks"] = tasks
         return {
-            "description": self.description,
-            "task": self.task.model_dump(mode="json"),
+            **head,
             "models": {role: m.model_dump(mode="json") for role, m in self.models.items()},
             "training": self.training.model_dump(mode="json"),
-            "evaluation": self.evaluation.model_dump(mode="json"),
             "output": {"dir": str(self.output_dir)},
             "stages": [
                 {
                     "name": s.name,
+                    "task": s.task,
                     "method": s.method.name,
                     "model": s.model_role,
-                    "teacher": s.teacher,
-                    "teacher_checkpoint": str(s.teacher_checkpoint) if s.teacher_checkpoint else None,
+                    "teachers": [t.stage if t.stage is not None else {"checkpoint": str(t.checkpoint)} for t in s.teachers],
                     "init": s.init,
                     "training": s.training.model_dump(mode="json"),
                     "options": s.options.model_dump(mode="json"),
                     "evaluate": s.evaluate,
+                    "evaluation": s.evaluation.model_dump(mode="json"),
+                    "outputs": s.outputs,
                 }
                 for s in self.stages
             ],
@@ -304,74 +389,197 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     if core is None:
         raise fail(problems)
 
-    task_name = core.task.get("name")
-    task_cls = registry.tasks.get(task_name) if isinstance(task_name, str) else None
-    if task_cls is None:
-        raise fail([Problem(("task", "name"), _unknown_plugin("task", task_name, registry))])
-    task = _validate(task_cls.config_schema, core.task, ("task",), problems)
-    models = {role: _validate(task_cls.model_schema, cfg, ("models", role), problems) for role, cfg in core.models.items()}
-    evaluation = _validate(task_cls.evaluation_schema, core.evaluation, ("evaluation",), problems)
+    # -- tasks
+    single = core.task is not None
+    raw_tasks = {core.task.get("name") if isinstance(core.task.get("name"), str) else "task": dict(core.task)} if single else {
+        key: dict(value) for key, value in core.tasks.items()
+    }
+    specs: dict[str, TaskSpec] = {}
+    for key, raw_task in raw_tasks.items():
+        at: Loc = ("task",) if single else ("tasks", key)
+        evaluation_raw = core.evaluation if single else raw_task.pop("evaluation", {})
+        reads = raw_task.pop("reads", {}) if not single else {}
+        task_name = raw_task.get("name")
+        task_cls = _lookup(registry, "task", task_name, at + ("name",), problems)
+        if task_cls is None:
+            continue
+        if not isinstance(reads, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in reads.items()):
+            problems.append(Problem(at + ("reads",), "`reads:` maps input view names to stage names, e.g. {asr: transcribe}"))
+            reads = {}
+        config = _validate(task_cls.config_schema, raw_task, at, problems)
+        evaluation = _validate(task_cls.evaluation_schema, evaluation_raw, ("evaluation",) if single else at + ("evaluation",), problems)
+        if config is not None and evaluation is not None:
+            specs[key] = TaskSpec(key, task_cls, config, evaluation, reads)
+    if problems:
+        raise fail(problems)
 
+    # -- models: each validated by the task of the stages that train it
+    model_task: dict[str, str] = {}
+    for i, sc in enumerate(core.stages):
+        key = sc.task if sc.task is not None else (next(iter(specs)) if len(specs) == 1 else None)
+        if key is not None and key in specs and sc.model in core.models:
+            earlier = model_task.setdefault(sc.model, key)
+            if specs[earlier].cls is not specs[key].cls:
+                problems.append(Problem(("stages", i, "model"), (
+                    f"model {sc.model!r} is trained for task {earlier!r} ({specs[earlier].cls.name}) and {key!r} "
+                    f"({specs[key].cls.name}); give each task its own model entry")))
+    models: dict[str, BaseModel] = {}
+    for role, cfg in core.models.items():
+        key = model_task.get(role, next(iter(specs)) if len(specs) == 1 else None)
+        if key is None:
+            problems.append(Problem(("models", role), f"model {role!r} is trained by no stage, so no task says what it is; remove it"))
+            continue
+        validated = _validate(specs[key].cls.model_schema, cfg, ("models", role), problems)
+        if validated is not None:
+            models[role] = validated
+
+    # -- stages
     stages: list[Stage] = []
     seen: list[str] = []
+    stage_task: dict[str, str] = {}  # stage name -> task key
     roles: dict[str, str] = {}  # stage name -> model role
     for i, sc in enumerate(core.stages):
-        at: Loc = ("stages", i)
-        method_cls = registry.methods.get(sc.method)
+        at = ("stages", i)
         if sc.name in seen:
             problems.append(Problem(at + ("name",), f"stage name {sc.name!r} is used twice"))
-        if method_cls is None:
-            problems.append(Problem(at + ("method",), _unknown_plugin("method", sc.method, registry)))
+        if sc.task is None and len(specs) > 1:
+            problems.append(Problem(at, f"the recipe has several tasks: set `task:` (valid choices: {', '.join(sorted(specs))})"))
+            continue
+        key = sc.task if sc.task is not None else next(iter(specs))
+        if key not in specs:
+            problems.append(Problem(at + ("task",), _choices("task", key, list(specs))))
+            continue
+        spec = specs[key]
+        method_cls = _lookup(registry, "method", sc.method, at + ("method",), problems)
         if sc.model not in core.models:
             problems.append(Problem(at + ("model",), _choices("model role", sc.model, list(core.models))))
-        if sc.teacher is not None and sc.teacher not in seen:
-            problems.append(Problem(at + ("teacher",), _choices("earlier stage", sc.teacher, seen)))
-        if sc.teacher is not None and sc.teacher_checkpoint is not None:
-            problems.append(Problem(at + ("teacher",), "give `teacher` or `teacher_checkpoint`, not both"))
+        teachers = _teachers(sc, at, seen, path, problems)
+        for ref in teachers:
+            if ref.stage is not None and ref.stage in stage_task and specs[stage_task[ref.stage]].cls is not spec.cls:
+                problems.append(Problem(at + ("teachers",), (
+                    f"teacher {ref.stage!r} is a {specs[stage_task[ref.stage]].cls.name} model; "
+                    f"this stage trains a {spec.cls.name} model")))
         if sc.init is not None and sc.init not in seen:
             problems.append(Problem(at + ("init",), _choices("earlier stage", sc.init, seen)))
-        elif sc.init is not None and sc.model in models and models[roles[sc.init]] != models[sc.model]:
+        elif sc.init is not None and sc.model in models and roles[sc.init] in models and models[roles[sc.init]] != models[sc.model]:
             problems.append(Problem(at + ("init",), (
                 f"stage {sc.init!r} trains model {roles[sc.init]!r}, whose config differs from {sc.model!r}: "
                 "its weights cannot initialise this stage's model")))
+        for split in sc.outputs:
+            if not isinstance(split, str) or not split:
+                problems.append(Problem(at + ("outputs",), "`outputs:` lists split names, e.g. [train, valid, test]"))
         training = _validate(TrainingConfig, {**core.training.model_dump(), **sc.training}, at + ("training",), problems)
+        evaluation = _validate(spec.cls.evaluation_schema, {**spec.evaluation.model_dump(), **sc.evaluation}, at + ("evaluation",), problems)
         options = None
         if method_cls is not None:
-            options = _validate(method_cls.options_schema, sc.options, at + ("options",), problems)
-            has_teacher = sc.teacher is not None or sc.teacher_checkpoint is not None
-            if method_cls.needs_teacher and not has_teacher:
-                problems.append(Problem(at + ("method",), f"method {sc.method!r} needs a teacher: set `teacher:` to an earlier stage"))
-            if not method_cls.needs_teacher and has_teacher:
-                problems.append(Problem(at + ("teacher",), f"method {sc.method!r} uses no teacher"))
-            missing = method_cls.requires - task_cls.capabilities
+            options = _validate(method_cls.options_model(spec.cls), sc.options, at + ("options",), problems)
+            teacher_problem = _teacher_count(sc.method, method_cls.num_teachers, len(teachers))
+            if teacher_problem:
+                problems.append(Problem(at + ("teachers" if teachers else "method",), teacher_problem))
+            missing = method_cls.requires - spec.cls.capabilities
             if missing:
                 problems.append(Problem(at + ("method",), (
-                    f"method {sc.method!r} needs capability {', '.join(sorted(missing))} that task {task_name!r} "
-                    f"does not offer (it offers: {', '.join(sorted(task_cls.capabilities))})")))
-            student, teacher = models.get(sc.model), models.get(roles.get(sc.teacher, ""))
-            if not missing and student is not None and teacher is not None:
-                why = method_cls.check_models(task_cls, student, teacher)
+                    f"method {sc.method!r} needs capability {', '.join(sorted(missing))} that task {spec.cls.name!r} "
+                    f"does not offer (it offers: {', '.join(sorted(spec.cls.capabilities))})")))
+            student = models.get(sc.model)
+            teacher_models = [models.get(roles.get(t.stage, "")) for t in teachers if t.stage is not None]
+            if not missing and student is not None and teacher_models and None not in teacher_models:
+                why = method_cls.check_models(spec.cls, student, teacher_models)
                 if why:
-                    problems.append(Problem(at + ("model",), f"method {sc.method!r} cannot distil {sc.teacher!r} into {sc.model!r}: {why}"))
+                    names = ", ".join(repr(t.label) for t in teachers)
+                    problems.append(Problem(at + ("model",), f"method {sc.method!r} cannot distil {names} into {sc.model!r}: {why}"))
         seen.append(sc.name)
         roles[sc.name] = sc.model
+        stage_task[sc.name] = key
         if not problems:
             stages.append(Stage(
-                name=sc.name, method=method_cls, model_role=sc.model, model=models[sc.model],
-                teacher=sc.teacher, init=sc.init,
-                teacher_checkpoint=(path.parent / sc.teacher_checkpoint) if sc.teacher_checkpoint else None,
-                training=training, options=options, evaluate=sc.evaluate,
+                name=sc.name, task=key, method=method_cls, model_role=sc.model, model=models[sc.model],
+                teachers=teachers, init=sc.init, training=training, options=options, evaluate=sc.evaluate,
+                evaluation=evaluation, outputs=list(sc.outputs),
             ))
+
+    # -- views read from other tasks' stage outputs
+    first_stage = {}
+    for index, (name, key) in enumerate(stage_task.items()):
+        first_stage.setdefault(key, index)
+    order = list(stage_task)
+    outputs = {sc.name: sc.outputs for sc in core.stages}
+    for key, spec in specs.items():
+        for view, source in spec.reads.items():
+            at = ("tasks", key, "reads", view)
+            if source not in stage_task:
+                problems.append(Problem(at, _choices("stage", source, order)))
+            elif stage_task[source] == key:
+                problems.append(Problem(at, f"stage {source!r} trains this task itself; a task reads views made by another task's stage"))
+            elif key in first_stage and order.index(source) > first_stage[key]:
+                problems.append(Problem(at, f"stage {source!r} runs after this task's first stage {order[first_stage[key]]!r}; move it earlier"))
+            elif not outputs[source]:
+                problems.append(Problem(at, f"stage {source!r} writes no outputs: give it `outputs: [train, valid, test]`"))
     if problems:
         raise fail(problems)
     return Recipe(
         path=path,
         description=core.description,
-        task_cls=task_cls,
-        task=task,
+        tasks=specs,
         models=models,
         training=core.training,
-        evaluation=evaluation,
-        output_dir=Path(core.output.dir.format(recipe=path.stem)),
+        output_dir=Path(core.output.dir.replace("{recipe}", path.stem)),
         stages=stages,
+        single_task_form=single,
     )
+
+
+def _lookup(registry: Registry, kind: str, name: object, loc: Loc, problems: list[Problem]) -> Any:
+    """The task or method class of that name, or a problem saying why there is none."""
+    try:
+        found = registry.lookup(kind, name) if isinstance(name, str) else None
+    except SeqkdError as exc:  # a name two installed plugins register
+        problems.append(Problem(loc, str(exc)))
+        return None
+    if found is None:
+        problems.append(Problem(loc, _unknown_plugin(kind, name, registry)))
+    return found
+
+
+def _teacher_count(method: str, accepted: tuple[int, int | None], given: int) -> str | None:
+    low, high = accepted
+    if given < low:
+        need = "a teacher" if low == 1 else f"at least {low} teachers"
+        return f"method {method!r} needs {need}: set `teacher:` to an earlier stage" + ("" if low == 1 else " or list them in `teachers:`")
+    if high == 0 and given:
+        return f"method {method!r} uses no teacher"
+    if high is not None and given > high:
+        return f"method {method!r} takes at most {high} teacher{'s' if high > 1 else ''}; the stage names {given}"
+    return None
+
+
+def _teachers(sc: StageConfig, at: Loc, seen: list[str], path: Path, problems: list[Problem]) -> list[TeacherRef]:
+    """The stage's teachers from `teacher:`, `teacher_checkpoint:` or `teachers:` (one form only)."""
+    forms = [f for f in ("teacher", "teacher_checkpoint", "teachers") if getattr(sc, f)]
+    if len(forms) > 1:
+        problems.append(Problem(at + (forms[1],), f"give one of `teacher`, `teacher_checkpoint` and `teachers`, not {' and '.join(forms)}"))
+        return []
+    entries: list[tuple[Loc, str | None, str | None]] = []
+    if sc.teacher is not None:
+        entries.append((at + ("teacher",), sc.teacher, None))
+    if sc.teacher_checkpoint is not None:
+        entries.append((at + ("teacher_checkpoint",), None, sc.teacher_checkpoint))
+    for j, item in enumerate(sc.teachers):
+        stage, checkpoint = (item, None) if isinstance(item, str) else (item.stage, item.checkpoint)
+        entries.append((at + ("teachers", j), stage, checkpoint))
+    refs = []
+    for loc, stage, checkpoint in entries:
+        if stage is not None:
+            if stage not in seen:
+                problems.append(Problem(loc, _choices("earlier stage", stage, seen)))
+                continue
+            refs.append(TeacherRef(stage, None))
+        else:
+            file = path.parent / checkpoint
+            if not file.is_file():
+                problems.append(Problem(loc, f"{file}: no such model file"))
+                continue
+            refs.append(TeacherRef(None, file))
+    if len(set(refs)) != len(refs):
+        problems.append(Problem(at + ("teachers",), "a teacher is named twice"))
+    return refs

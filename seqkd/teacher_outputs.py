@@ -22,21 +22,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from seqkd import distributed
 from seqkd.cache import MANIFEST, Artifact, CacheError, build_artifact, make_key
-from seqkd.method import StageContext
-from seqkd.tasks.base import GenerationSettings, NBest, TaskAdapter
+from seqkd.method import StageContext, Teacher
+from seqkd.tasks.base import NBest, TaskAdapter
 
 SHARD_SIZE = 4096  # examples per shard
 
 
 def cache_parts(task: TaskAdapter, context: StageContext, settings: dict) -> dict[str, str]:
     """What a cache's key is made of; a mismatch in any part refuses the cache, naming the part."""
-    if context.teacher_id is None:
+    if not context.teacher_ids:
         raise CacheError("a teacher-output cache needs a teacher")
     return {
-        "teacher": context.teacher_id,
+        "teacher": ",".join(context.teacher_ids),
         "settings": json.dumps(settings, sort_keys=True),
         "vocabulary": task.vocabulary_id(),
         "data": task.fingerprint(),
@@ -84,17 +85,17 @@ def _progress(context: StageContext, what: str):
 
 @torch.no_grad()
 def build_topk(
-    task: TaskAdapter, teacher: torch.nn.Module, context: StageContext, k: int, temperature: float, folder: Path | None = None
+    task: TaskAdapter, teacher: Teacher, context: StageContext, k: int, temperature: float, folder: Path | None = None
 ) -> Artifact:
+    """The teacher's top-k rows for every training example; the teacher is loaded only to build them."""
     folder = folder or context.cache_dir / "topk"
     parts = cache_parts(task, context, {"kind": "topk", "k": k, "temperature": temperature})
-    teacher.eval()
 
     def make_shard(start: int, stop: int) -> dict[str, np.ndarray]:
         rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         vocab = 0
         for batch in task.indexed_batches("train", start, stop, context.max_tokens):
-            out = task.forward(teacher, batch.to(context.device))
+            out = task.forward(teacher.model, batch.to(context.device))
             vocab = out.logits.shape[-1]
             if k > vocab:
                 raise CacheError(f"top-k k={k} exceeds the vocabulary size {vocab}")
@@ -157,16 +158,19 @@ class TopK:
 
 
 def build_nbest(
-    task: TaskAdapter, teacher: torch.nn.Module, context: StageContext, settings: GenerationSettings, shard_size: int = SHARD_SIZE
+    task: TaskAdapter, teacher: Teacher, context: StageContext, settings: BaseModel, nbest: int, shard_size: int = SHARD_SIZE
 ) -> Artifact:
+    """The teacher's ``nbest`` hypotheses for every training source, decoded with the task's
+    generation ``settings`` (part of the cache key as validated, defaults filled in)."""
     folder = context.cache_dir / "nbest"
-    parts = cache_parts(task, context, {"kind": "nbest", **settings.__dict__})
+    settings_key = {**settings.model_dump(mode="json"), "nbest": nbest}
+    parts = cache_parts(task, context, {"kind": "nbest", **settings_key})
 
     def make_shard(start: int, stop: int) -> dict[str, np.ndarray]:
-        nbest = task.generate(teacher, "train", start, stop, settings)
-        hyps = [h for item in nbest for h in item]
+        nbest_lists = task.generate(teacher.model, "train", start, stop, settings, nbest)
+        hyps = [h for item in nbest_lists for h in item]
         return {
-            "item_offsets": np.concatenate([[0], np.cumsum([len(item) for item in nbest])]).astype(np.int64),
+            "item_offsets": np.concatenate([[0], np.cumsum([len(item) for item in nbest_lists])]).astype(np.int64),
             "token_offsets": np.concatenate([[0], np.cumsum([len(t) for t, _ in hyps])]).astype(np.int64),
             "tokens": np.array([tok for t, _ in hyps for tok in t], dtype=np.int32),
             "scores": np.array([s for _, s in hyps], dtype=np.float32),
@@ -174,7 +178,7 @@ def build_nbest(
 
     return _open_or_build(folder, "nbest", parts, context, lambda: build_artifact(
         folder, "nbest", parts, task.num_examples("train"), shard_size, make_shard,
-        meta=dict(settings.__dict__), progress=_progress(context, "teacher beam search"),
+        meta=settings_key, progress=_progress(context, "teacher beam search"),
     ))
 
 

@@ -28,7 +28,7 @@ from seqkd.training_config import TrainingConfig
 
 ensure_fairseq2()
 
-from fairseq2.optim.lr_schedulers import MyleLR  # noqa: E402  (fairseq's inverse-sqrt schedule)
+from fairseq2.optim.lr_schedulers import CosineAnnealingLR, MyleLR, PolynomialDecayLR  # noqa: E402
 
 
 class TrainingError(SeqkdError):
@@ -108,6 +108,22 @@ class NoMetricLog:
         pass
 
 
+def build_optimizer(params: list[torch.nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig):
+    """fairseq2's schedulers: inverse-sqrt is fairseq's (MyleLR); linear is polynomial decay of power
+    1, constant of power 0; cosine is one annealing cycle ending at max_steps."""
+    if config.schedule == "inverse_sqrt":
+        return MyleLR(optimizer, num_warmup_steps=config.warmup_steps)
+    if config.schedule == "cosine":
+        return CosineAnnealingLR(optimizer, cycle_len=config.max_steps - config.warmup_steps, num_warmup_steps=config.warmup_steps)
+    power = 1.0 if config.schedule == "linear" else 0.0
+    return PolynomialDecayLR(optimizer, num_steps=config.max_steps, num_warmup_steps=config.warmup_steps, power=power)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,12 +148,12 @@ class Trainer:
         self.stage_dir, self.device = stage_dir, device
         self.last_path = stage_dir / "checkpoints" / "last.pt"
         self.best_path = stage_dir / "checkpoints" / "best.pt"
-        self.trainable = method.trainable()
-        self.params = [p for p in self.trainable.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-        )
-        self.scheduler = MyleLR(self.optimizer, num_warmup_steps=config.warmup_steps)
+        # the student's trainable weights and the method's own modules (projections, generators, ...)
+        self.params = [p for m in (student, method.modules) for p in m.parameters() if p.requires_grad]
+        if not self.params:
+            raise TrainingError(f"method {method.name!r} left nothing to train (no parameter requires a gradient)")
+        self.optimizer = build_optimizer(self.params, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
         self.reader = method.train_reader(config.max_tokens, config.seed)
         if distributed.world_size() > 1:
             self.reader = distributed.RankShard(self.reader)
@@ -166,7 +182,9 @@ class Trainer:
         atomic_save(
             {
                 "step": self.step,
-                "model": self.trainable.state_dict(),
+                "student": self.student.state_dict(),
+                "method_modules": self.method.modules.state_dict(),
+                "method_state": self.method.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "reader": self.reader.state_dict(),
@@ -180,7 +198,11 @@ class Trainer:
 
     def _resume(self) -> None:
         state = safe_load(self.last_path)
-        self.trainable.load_state_dict(state["model"])
+        if "student" not in state:
+            raise TrainingError(f"{self.last_path} was written by a seqkd before plugin API 2; remove the stage folder (or use --force) to retrain it")
+        self.student.load_state_dict(state["student"])
+        self.method.modules.load_state_dict(state["method_modules"])
+        self.method.load_state_dict(state["method_state"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.reader.load_state_dict(state["reader"])
@@ -202,11 +224,13 @@ class Trainer:
     def validate(self, batches: list[Any]) -> float:
         """The mean validation NLL per target; each rank scores every W-th batch and the sums are added."""
         self.student.eval()
+        self.method.modules.eval()
         total, count = 0.0, 0
         for batch in batches[distributed.rank() :: distributed.world_size()]:
             loss, n = self.task.nll(self.method.student_forward(batch.to(self.device)), 0.0)
             total, count = total + loss.item(), count + n
         self.student.train()
+        self.method.modules.train()
         total, count = distributed.sum_values([total, count], self.device)
         return total / max(count, 1)
 
@@ -218,11 +242,12 @@ class Trainer:
         torch.manual_seed(cfg.seed + distributed.rank())
         random.seed(cfg.seed + distributed.rank())
         self.student.to(self.device).train()
-        self.trainable.to(self.device).train()
+        self.method.modules.to(self.device).train()
         if self.last_path.exists():
             self._resume()
             self.progress.message(f"resuming from step {self.step} ({self.last_path})")
-        distributed.broadcast_parameters(self.trainable)
+        distributed.broadcast_parameters(self.student)
+        distributed.broadcast_parameters(self.method.modules)
         metrics = MetricLog(self.stage_dir, self.step) if distributed.is_main() else NoMetricLog()
         valid_batches = self.task.valid_batches(cfg.max_tokens)
         batches = iter(self.reader)
@@ -238,7 +263,7 @@ class Trainer:
                 num_targets = int(distributed.sum_values([sum(b.num_target_elements for b in group)], self.device)[0])
                 self.optimizer.zero_grad(set_to_none=True)
                 for batch in group:
-                    out = self.method.loss(batch.to(self.device))
+                    out = self.method.loss(batch.to(self.device), self.step)
                     if not torch.isfinite(out.loss):
                         raise TrainingError(self._non_finite("loss", out.loss.item()))
                     (out.loss / num_targets).backward()

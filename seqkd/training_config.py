@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TrainingConfig(BaseModel):
@@ -14,9 +14,13 @@ class TrainingConfig(BaseModel):
     max_tokens: int = Field(4096, ge=16, description="Target tokens per batch (length-bucketed).")
     accumulate: int = Field(1, ge=1, description="Batches per optimizer update (gradient accumulation).")
     lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
-    warmup_steps: int = Field(1000, ge=0, description="Linear warm-up, then inverse-sqrt decay.")
+    optimizer: Literal["adamw", "adam"] = Field("adamw", description="AdamW (decoupled weight decay) or Adam (L2 penalty in the gradient).")
+    schedule: Literal["inverse_sqrt", "linear", "cosine", "constant"] = Field(
+        "inverse_sqrt", description="After the warm-up: inverse-sqrt decay, linear or cosine decay to 0 at max_steps, or constant."
+    )
+    warmup_steps: int = Field(1000, ge=0, description="Linear warm-up from 0 to `lr` over this many updates.")
     betas: tuple[float, float] = Field((0.9, 0.98), description="Adam betas.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
     clip_norm: float = Field(1.0, ge=0, description="Gradient clipping max norm; 0 turns clipping off.")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the task loss.")
     seed: int = Field(1, description="Seeds parameters, dropout and data order.")
@@ -27,3 +31,11 @@ class TrainingConfig(BaseModel):
         None, ge=1, description="Stop after this many validations without improvement; null never stops early."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> "TrainingConfig":
+        if self.schedule == "inverse_sqrt" and self.warmup_steps < 1:
+            raise ValueError("warmup_steps: the inverse_sqrt schedule needs at least 1 warm-up step (it decays as sqrt(warmup / step)); use schedule: constant for none")
+        if self.schedule in ("linear", "cosine") and self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps}) for a decaying schedule")
+        return self

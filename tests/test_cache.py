@@ -13,7 +13,8 @@ import torch
 from seqkd.cache import Artifact, CacheError, build_artifact
 from seqkd.engine import Engine
 from seqkd.errors import DataError
-from seqkd.method import StageContext
+from seqkd.fileio import atomic_write_text
+from seqkd.method import StageContext, Teacher
 from seqkd.recipe import load_recipe
 from seqkd.teacher_outputs import TopK, build_topk
 from seqkd_plugins.seq_kd import seq_inter_choice
@@ -87,11 +88,12 @@ def test_truncated_and_corrupted_shards_are_refused(tmp_path):
         Artifact.open(tmp_path / "c", "demo", PARTS)
 
 
-def test_seq_inter_picks_the_best_sentence_bleu():
+def test_seq_inter_picks_the_best_sentence_bleu(tiny_task_and_teacher):
+    task, _ = tiny_task_and_teacher
     reference = "and God said, let there be light, and there was light."
     hypotheses = ["and God spoke.", "and God said, let there be light, and there was light!", "light was there."]
-    assert seq_inter_choice(hypotheses, reference) == 1
-    assert seq_inter_choice(["same", "same"], "same") == 0  # ties keep the higher-scored hypothesis
+    assert seq_inter_choice(task, hypotheses, reference) == 1
+    assert seq_inter_choice(task, ["same", "same"], "same") == 0  # ties keep the higher-scored hypothesis
 
 
 def test_topk_kd_with_k_equal_to_vocabulary_equals_online_kd():
@@ -111,25 +113,25 @@ def test_topk_kd_with_k_equal_to_vocabulary_equals_online_kd():
 
 
 def context(tmp_path: Path, teacher_id: str = "teacher-a", rebuild: bool = False) -> StageContext:
-    return StageContext(cache_dir=tmp_path / "cache", teacher_id=teacher_id, max_tokens=1024,
-                        device=torch.device("cpu"), rebuild=rebuild, log=lambda _: None)
+    return StageContext(cache_dir=tmp_path / "cache", teacher_ids=[teacher_id], max_tokens=1024,
+                        device=torch.device("cpu"), rebuild=rebuild, log=lambda _: None, write_text=atomic_write_text)
 
 
 @pytest.fixture(scope="module")
 def tiny_task_and_teacher(trained_run):
     path, _ = trained_run
     engine = Engine(load_recipe(path))
-    engine.task.prepare()
+    engine.task()
     from seqkd.engine import load_trained_model
 
-    teacher = load_trained_model(engine.task, engine.stage_dir("teacher") / "model.pt", check_vocabulary=True)
-    return engine.task, teacher
+    teacher = load_trained_model(engine.task(), engine.stage_dir("teacher") / "model.pt")[0]
+    return engine.task(), teacher
 
 
 def test_topk_cache_round_trip_matches_the_teacher(tiny_task_and_teacher, tmp_path, monkeypatch):
     task, teacher = tiny_task_and_teacher
     monkeypatch.setattr(task, "num_examples", lambda split: 200)  # cache only the first 200 examples
-    topk = TopK(build_topk(task, teacher, context(tmp_path), k=8, temperature=2.0))
+    topk = TopK(build_topk(task, Teacher.from_model(teacher), context(tmp_path), k=8, temperature=2.0))
     teacher.eval()
     batch = task.indexed_batches("train", 0, 200, 1024)[0]
     with torch.no_grad():
@@ -142,10 +144,10 @@ def test_topk_cache_round_trip_matches_the_teacher(tiny_task_and_teacher, tmp_pa
     with pytest.raises(CacheError, match="vocabulary of 1000, the student's has 800"):
         topk.batch(batch.indices.tolist(), out.logits.shape[1], 800)
     with pytest.raises(CacheError, match="teacher: cache has 'teacher-a', this run needs 'teacher-b'"):
-        build_topk(task, teacher, context(tmp_path, "teacher-b"), k=8, temperature=2.0)
+        build_topk(task, Teacher.from_model(teacher), context(tmp_path, "teacher-b"), k=8, temperature=2.0)
     with pytest.raises(CacheError, match="settings"):
-        build_topk(task, teacher, context(tmp_path), k=4, temperature=2.0)
-    rebuilt = build_topk(task, teacher, context(tmp_path, "teacher-b", rebuild=True), k=8, temperature=2.0)
+        build_topk(task, Teacher.from_model(teacher), context(tmp_path), k=4, temperature=2.0)
+    rebuilt = build_topk(task, Teacher.from_model(teacher), context(tmp_path, "teacher-b", rebuild=True), k=8, temperature=2.0)
     assert rebuilt.manifest["parts"]["teacher"] == "teacher-b"
 
 
@@ -156,12 +158,12 @@ def test_cached_word_kd_with_full_k_equals_online_word_kd(tiny_task_and_teacher,
     student = task.build_model(task.model_schema(encoder_layers=1, decoder_layers=1, encoder_dim=32,
                                                  encoder_ffn_dim=64, encoder_heads=4, dropout=0.0))
     options = dict(alpha=0.5, temperature=1.5)
-    online = WordKD(WordKDOptions(**options), task, student, teacher, 0.1)
-    cached = WordKD(WordKDOptions(**options, teacher_source="cache", top_k=task.vocab_size), task, student, teacher, 0.1)
+    online = WordKD(WordKDOptions(**options), task, student, [Teacher.from_model(teacher)], 0.1)
+    cached = WordKD(WordKDOptions(**options, teacher_source="cache", top_k=task.vocab_size), task, student, [Teacher.from_model(teacher)], 0.1)
     cached.prepare(context(tmp_path))
     student.eval()
     batch = task.indexed_batches("train", 0, 40, 4096)[0]
-    a, b = online.loss(batch), cached.loss(batch)
+    a, b = online.loss(batch, 0), cached.loss(batch, 0)
     assert b.parts["kd"] == pytest.approx(a.parts["kd"], rel=2e-3)
     assert b.loss.item() == pytest.approx(a.loss.item(), rel=2e-3)
 
@@ -169,7 +171,7 @@ def test_cached_word_kd_with_full_k_equals_online_word_kd(tiny_task_and_teacher,
 def test_empty_distilled_corpus_is_refused(tiny_task_and_teacher):
     task, _ = tiny_task_and_teacher
     with pytest.raises(DataError, match="replacement training targets are empty"):
-        task.train_reader(1024, 0, targets={0: [], 1: []})
+        task.train_reader(1024, 0, [{0: [], 1: []}])
 
 
 def test_cache_commands(trained_run, tmp_path, capsys):

@@ -26,25 +26,25 @@ def test_student_learns_and_beats_an_untrained_model(trained_run):
     path, reports = trained_run
     recipe = load_recipe(path)
     engine = Engine(recipe)
-    engine.task.prepare()
-    untrained = engine.task.build_model(recipe.models["student"])
+    engine.task()
+    untrained = engine.task().build_model(recipe.models["student"])
     torch.manual_seed(0)
-    baseline = engine.task.evaluate(untrained, "valid", path.parent / "untrained", recipe.evaluation)
+    baseline = engine.score_model(engine.task(), untrained, recipe.only_task().evaluation)[0]
     for name in ("word_kd", "seq_kd"):
         student = {r.name: r for r in reports}[name].metrics
         assert student["bleu"] > baseline["bleu"], name
         assert student["chrf"] > baseline["chrf"], name
     distilled = (recipe.output_dir / "_cache" / "seq_kd" / "distilled.train.txt").read_text().splitlines()
-    assert len(distilled) > 0.9 * engine.task.num_examples("train") and all(line.strip() for line in distilled)
+    assert len(distilled) > 0.9 * engine.task().num_examples("train") and all(line.strip() for line in distilled)
     train = metrics(recipe.output_dir / "teacher", "train")
     assert train[-1]["loss"] < 0.7 * train[0]["loss"]
-    untrained_nll = torch.log(torch.tensor(float(engine.task.vocab_size))).item()  # about uniform
+    untrained_nll = torch.log(torch.tensor(float(engine.task().vocab_size))).item()  # about uniform
     assert metrics(recipe.output_dir / "word_kd", "valid")[-1]["nll"] < 0.75 * untrained_nll
     folder = recipe.output_dir / "word_kd"
     for name in ("stage.json", "config.yaml", "model.pt", "report.json", "metrics.jsonl", "checkpoints/last.pt"):
         assert (folder / name).exists(), name
     assert list((folder / "tensorboard").iterdir())
-    assert (folder / "hypotheses.valid.es").read_text().count("\n") == 150
+    assert (folder / "predictions.valid.txt").read_text().count("\n") == 150
     assert "nrefs:1|case:mixed" in student["bleu_signature"]
 
 
@@ -79,11 +79,11 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = Supervised.loss
 
-    def dying_loss(self, batch):
+    def dying_loss(self, batch, step):
         calls["n"] += 1
         if calls["n"] == 31:  # in step 31: the last checkpoint is step 20
             raise Interrupt()
-        return original(self, batch)
+        return original(self, batch, step)
 
     monkeypatch.setattr(Supervised, "loss", dying_loss)
     with pytest.raises(Interrupt):
@@ -108,9 +108,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
     calls = {"n": 0}
     original = Supervised.loss
 
-    def nan_loss(self, batch):
+    def nan_loss(self, batch, step):
         calls["n"] += 1
-        out = original(self, batch)
+        out = original(self, batch, step)
         if calls["n"] == 15:
             out.loss = out.loss * float("nan")
         return out
@@ -120,7 +120,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
         Engine(load_recipe(path)).run()
     state = safe_load(tmp_path / "run" / "student" / "checkpoints" / "last.pt")
     assert state["step"] == 10
-    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert all(torch.isfinite(v).all() for v in state["student"].values())
 
 
 def test_teacher_with_another_vocabulary_is_refused_before_training(trained_run, tmp_path):
@@ -166,4 +166,4 @@ def test_translate_refuses_an_untrained_stage(trained_run, tmp_path, capsys):
 
     path, _ = trained_run
     assert main(["translate", str(path), "--stage", "nope", "--input", str(path)]) == 2
-    assert "stage 'nope' has not been trained" in capsys.readouterr().err
+    assert "no stage 'nope' (stages: teacher, word_kd, seq_kd)" in capsys.readouterr().err

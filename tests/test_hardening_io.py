@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
 import pickle
@@ -19,6 +20,7 @@ import torch
 from seqkd.cache import Artifact, CacheError, build_artifact, manifest_checksum
 from seqkd.checkpoint import CheckpointError, atomic_save, safe_load
 from seqkd.cli import main
+from seqkd.errors import DataError
 from seqkd.hashing import file_sha256
 from seqkd.fileio import (
     LOCK_NAME,
@@ -30,6 +32,8 @@ from seqkd.fileio import (
     atomic_write_text,
     read_json,
 )
+from seqkd.tasks.ner.corpus import Sentence, read_conll, split_columns
+from seqkd.tasks.translation.corpus import Pair, read_parallel, read_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = "remove the folder or run `seqkd cache clean`"
@@ -222,6 +226,15 @@ def test_full_disk_mid_write_keeps_the_previous_file_and_a_retry_succeeds(tmp_pa
     assert read_json(path, "run state") == {"step": 2}
 
 
+def test_full_disk_during_a_cache_build_is_reported_and_the_build_resumes(tmp_path, monkeypatch):
+    fail_on_call(monkeypatch, "fsync", 6)  # build.json, then the first shard's four arrays, then its done.json
+    with pytest.raises(DiskFullError, match=r"no space left on device writing .*c\.partial/\.tmp-shard-00000/done\.json"):
+        build(tmp_path / "c")
+    monkeypatch.undo()
+    build(tmp_path / "c")
+    assert Artifact.open(tmp_path / "c", "topk", PARTS).num_items == 10
+
+
 def test_full_disk_at_fsync_of_a_new_file_creates_nothing(tmp_path, monkeypatch):
     path = tmp_path / "sub" / "new.txt"
     fail_on_call(monkeypatch, "fsync", 1)
@@ -328,3 +341,89 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     assert read_json(tmp_path / LOCK_NAME, "lock")["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+# -- corpus readers -----------------------------------------------------------------------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+def ner(path: Path, **options) -> list[Sentence]:
+    return read_conll(path, **{"tag_column": -1, "scheme": "BIO", "repair": False, **options})
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_source_or_token(tmp_path):
+    tsv = tmp_path / "c.tsv"
+    tsv.write_bytes(BOM + "Hello\tHola\nBye\tAdiós\n".encode())
+    assert list(read_tsv(tsv, 0, 1)) == [Pair("Hello", "Hola"), Pair("Bye", "Adiós")]
+    packed = tmp_path / "c.tsv.gz"
+    packed.write_bytes(gzip.compress(tsv.read_bytes()))
+    assert next(read_tsv(packed, 0, 1)) == Pair("Hello", "Hola")
+    (tmp_path / "t.en").write_bytes(BOM + b"Hello\r\nBye\r\n")
+    (tmp_path / "t.es").write_bytes(BOM + "Hola\nAdiós\n".encode())
+    assert list(read_parallel(tmp_path / "t.en", tmp_path / "t.es")) == [Pair("Hello", "Hola"), Pair("Bye", "Adiós")]
+    conll = tmp_path / "n.conll"
+    conll.write_bytes(BOM + b"EU\tB-ORG\nrejects\tO\n")
+    assert ner(conll)[0].tokens == ["EU", "rejects"]
+    assert ner(conll, text=conll.read_text(encoding="utf-8"))[0].tokens == ["EU", "rejects"]
+
+
+def test_ner_columns_split_at_tabs_and_spaces_only(tmp_path):
+    conll = tmp_path / "n.conll"
+    conll.write_text(
+        "東京\u3000タワー\tB-LOC\n"  # a full-width space inside a token
+        "New\u00a0York\tI-LOC\n"  # a no-break space too
+        "\u3000\n"  # a line of Unicode whitespace still ends the sentence
+        "EU NNP  B-NP\tB-ORG\n"  # CoNLL-2003 columns, spaces and tabs mixed
+        "\t \n"
+        "-DOCSTART- -X- O O\n",
+        encoding="utf-8",
+    )
+    sentences = ner(conll)
+    assert [s.tokens for s in sentences] == [["東京\u3000タワー", "New\u00a0York"], ["EU"]]
+    assert [s.tags for s in sentences] == [["B-LOC", "I-LOC"], ["B-ORG"]]
+    assert split_columns(" a\u3000b \t c ") == ["a\u3000b", "c"]
+
+
+def test_bytes_that_are_not_utf8_name_file_line_and_column(tmp_path):
+    tsv = tmp_path / "c.tsv"
+    tsv.write_bytes(b"Hello\tHola\ncaf\xe9\tcaf\xc3\xa9\n")
+    message = f"{tsv}:2: not valid UTF-8 (byte 0xe9 at column 4); convert the file to UTF-8"
+    with pytest.raises(DataError) as caught:
+        list(read_tsv(tsv, 0, 1))
+    assert str(caught.value) == message
+    (tmp_path / "t.en").write_text("a\nb\n")
+    (tmp_path / "t.es").write_bytes("ñ\n\xff".encode() + b"\xfe\n")
+    with pytest.raises(DataError, match=rf"t\.es:2: not valid UTF-8 \(byte 0xfe at column 2\)"):
+        list(read_parallel(tmp_path / "t.en", tmp_path / "t.es"))
+    conll = tmp_path / "n.conll"
+    conll.write_bytes("EU\tB-ORG\n\nMünchen\tB-LOC\n".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"^{conll}:3: not valid UTF-8 \(byte 0xfc at column 2\); convert"):
+        ner(conll)
+    conll.write_bytes("EU\tB-ORG\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"n\.conll:1: not valid UTF-8 \(byte 0xff at column 1\) \(the file starts with a UTF-16"):
+        ner(conll)
+
+
+def test_a_truncated_corrupt_or_fake_gzip_file_is_named(tmp_path):
+    text = "".join(f"sentence {i}\tfrase {i}\n" for i in range(5000)).encode()
+    packed = gzip.compress(text)
+    tsv, conll = tmp_path / "c.tsv.gz", tmp_path / "n.conll.gz"
+    conll.write_bytes(gzip.compress(b"EU\tB-ORG\n"))
+    assert ner(conll)[0].tokens == ["EU"]  # gzipped CoNLL files are read too
+    for cut in (12, len(packed) // 2, len(packed) - 4):
+        tsv.write_bytes(packed[:cut])
+        with pytest.raises(DataError, match=rf"^{tsv}: ends early after line \d+: the file is truncated; copy"):
+            list(read_tsv(tsv, 0, 1))
+    conll.write_bytes(gzip.compress(b"EU\tB-ORG\n" * 100)[:-10])
+    with pytest.raises(DataError, match=rf"^{conll}: ends early .*: the file is truncated"):
+        ner(conll)
+    flipped = bytearray(packed)
+    flipped[-6] ^= 0xFF  # in the trailer's CRC: every line reads, then the check fails
+    tsv.write_bytes(bytes(flipped))
+    with pytest.raises(DataError, match=rf"^{tsv}: corrupt gzip data after line \d+ \("):
+        list(read_tsv(tsv, 0, 1))
+    for path in (tsv, conll):
+        path.write_text("EU\tB-ORG\n")
+        with pytest.raises(DataError, match=rf"^{path}: not a gzip file although named \.gz; compress it"):
+            list(read_tsv(path, 0, 1)) if path == tsv else ner(path)

@@ -35,6 +35,7 @@ def test_kd_term_matches_the_formula_and_ignores_padding():
 
 
 def test_gradients_reach_only_the_student(tmp_path):
+    from seqkd.method import Teacher
     from seqkd.tasks.translation.adapter import TranslationTask
     from seqkd.tasks.translation.config import TranslationConfig
     from tests.conftest import tiny_recipe
@@ -46,9 +47,9 @@ def test_gradients_reach_only_the_student(tmp_path):
     schema = task.model_schema
     teacher = task.build_model(schema.model_validate(recipe["models"]["teacher"]))
     student = task.build_model(schema.model_validate(recipe["models"]["student"]))
-    method = WordKD(WordKDOptions(alpha=0.5, temperature=2.0), task, student, teacher, label_smoothing=0.1)
+    method = WordKD(WordKDOptions(alpha=0.5, temperature=2.0), task, student, [Teacher.from_model(teacher)], label_smoothing=0.1)
     batch = next(iter(task.train_reader(512, seed=0)))
-    out = method.loss(batch)
+    out = method.loss(batch, 0)
     out.loss.backward()
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())

@@ -118,18 +118,18 @@ def test_tiny_run_on_real_tweets_learns_and_students_beat_an_untrained_model(tmp
     recipe = load_recipe(path)
     reports = {r.name: r for r in Engine(recipe).run()}
     engine = Engine(recipe)
-    engine.task.prepare()
+    engine.task()
     torch.manual_seed(0)
-    untrained = engine.task.evaluate(engine.task.build_model(recipe.models["student"]), "valid", tmp_path / "u", recipe.evaluation)
+    untrained = engine.score_model(engine.task(), engine.task().build_model(recipe.models["student"]), recipe.only_task().evaluation)[0]
     assert untrained["f1"] < 2
     assert reports["teacher"].metrics["f1"] > untrained["f1"] + 10
     for name in ("word_kd", "kbest_crf", "transformer_kbest"):  # the *_cache stages only build caches
         assert reports[name].metrics["f1"] > untrained["f1"] + 3, name
         assert reports[name].parameters < reports["teacher"].parameters
     teacher = reports["teacher"].metrics
-    assert set(teacher["per_type"]) <= {t[2:] for t in engine.task.tags if t != "O"}
+    assert set(teacher["per_type"]) <= {t[2:] for t in engine.task().tags if t != "O"}
     assert teacher["sentences_per_second"] > 0
-    assert (recipe.output_dir / "teacher" / "predictions.valid.tsv").exists()
+    assert (recipe.output_dir / "teacher" / "predictions.valid.txt").exists()
     assert (recipe.output_dir / "_cache" / "word_kd_cache").is_dir()
 
     # the kbest cache holds what the teacher computes online
@@ -137,9 +137,9 @@ def test_tiny_run_on_real_tweets_learns_and_students_beat_an_untrained_model(tmp
     from seqkd.engine import load_trained_model
     from seqkd_plugins.kbest_crf import read_kbest
 
-    teacher = load_trained_model(engine.task, recipe.output_dir / "teacher" / "model.pt", check_vocabulary=True).eval()
-    batch = engine.task.indexed_batches("train", 0, 20, 10**6)[0]
-    out = engine.task.forward(teacher, batch)
+    teacher = load_trained_model(engine.task(), recipe.output_dir / "teacher" / "model.pt")[0].eval()
+    batch = engine.task().indexed_batches("train", 0, 20, 10**6)[0]
+    out = engine.task().forward(teacher, batch)
     cached_paths, cached_marginals = read_kbest(
         Artifact.read(recipe.output_dir / "_cache" / "kbest_crf_cache" / "kbest"), batch.indices.tolist(), batch.tokens.shape[1]
     )
@@ -151,14 +151,14 @@ def test_tiny_run_on_real_tweets_learns_and_students_beat_an_untrained_model(tmp
     # `seqkd predict` prints one token and its tag per line, a blank line between sentences
     from seqkd.cli import main
 
-    sentences = [s.tokens for s in engine.task.sentences()["test"][:2]]
+    sentences = [s.tokens for s in engine.task().sentences()["test"][:2]]
     (tmp_path / "in.txt").write_text("".join(" ".join(s) + "\n" for s in sentences))
     capsys.readouterr()
     assert main(["predict", str(path), "--stage", "kbest_crf", "--input", str(tmp_path / "in.txt")]) == 0
     blocks = [[line.split("\t") for line in block.splitlines()] for block in capsys.readouterr().out.strip().split("\n\n")]
-    student = load_trained_model(engine.task, recipe.output_dir / "kbest_crf" / "model.pt", check_vocabulary=True)
+    student = load_trained_model(engine.task(), recipe.output_dir / "kbest_crf" / "model.pt")[0]
     assert [[token for token, _ in block] for block in blocks] == sentences
-    assert [[tag for _, tag in block] for block in blocks] == engine.task.tag(student, sentences)
+    assert [[tag for _, tag in block] for block in blocks] == engine.task().tag(student, sentences)
 
 
 def test_kbest_crf_losses_against_exhaustive_teacher_paths():

@@ -25,8 +25,8 @@ def task(tmp_path_factory):
     recipe = tiny_recipe(root / "run", models={"teacher": TEACHER, "tiny": TINY, "small": SMALL})
     recipe["stages"] = [{"name": "teacher", "method": "supervised", "model": "teacher"}]
     engine = Engine(load_recipe(write_recipe(root / "r.yaml", recipe)))
-    engine.task.prepare()
-    return engine.task
+    engine.task()
+    return engine.task()
 
 
 def build(task, config: dict):
@@ -36,16 +36,17 @@ def build(task, config: dict):
 
 
 def method_for(task, student_config: dict, seed: int = 0):
-    from seqkd.method import StageContext
-    from seqkd_plugins.weight_distill import WeightDistill, WeightDistillOptions
+    from seqkd.method import StageContext, Teacher
+    from seqkd_plugins.weight_distill import WeightDistill
 
     torch.manual_seed(seed)
     teacher, student = build(task, TEACHER), build(task, student_config)
     with torch.no_grad():  # stands in for a trained teacher: no weight left at its init (biases 0)
         for p in teacher.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    method = WeightDistill(WeightDistillOptions(data="original"), task, student, teacher, 0.1)
-    method.prepare(StageContext(cache_dir=None, teacher_id=None, max_tokens=512, device=torch.device("cpu"), rebuild=False, log=lambda _: None))
+    options = WeightDistill.options_model(type(task)).model_validate({"data": "original"})
+    method = WeightDistill(options, task, student, [Teacher.from_model(teacher)], 0.1)
+    method.prepare(StageContext(cache_dir=None, max_tokens=512, device=torch.device("cpu"), rebuild=False, log=lambda _: None, write_text=None))
     return method
 
 
@@ -70,8 +71,8 @@ def test_generator_makes_every_student_weight_in_its_shape(task, config):
 def test_phase_one_trains_only_the_generator(task):
     method = method_for(task, TINY)
     batch = next(iter(method.train_reader(512, seed=0)))
-    method.loss(batch).loss.backward()
-    trained = dict(method.trainable().named_parameters())
+    method.loss(batch, 0).loss.backward()
+    trained = dict(method.modules.named_parameters())
     assert trained and all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.values())
     assert all(p.grad is None for p in method.teacher.parameters())
     assert all(p.grad is None for p in method.student.parameters())
@@ -95,7 +96,7 @@ def test_converted_checkpoint_reproduces_the_generator_backed_student(task, tmp_
     assert [n for n, _ in method.student.named_parameters()] == names  # tied weights stay tied
     path = tmp_path / "model.pt"
     save_model(path, task=task.name, model_config=config, vocabulary=task.vocabulary_id(), state_dict=method.student_state_dict())
-    converted = load_trained_model(task, path, check_vocabulary=True).eval()
+    converted = load_trained_model(task, path)[0].eval()
     with torch.no_grad():
         assert torch.equal(task.forward(converted, batch).logits, backed)
 
@@ -153,16 +154,16 @@ def test_wd_run_beats_an_untrained_student_and_reuses_the_seq_kd_cache(trained_r
     assert not (recipe.output_dir / "_cache" / "wd" / "nbest").exists()  # seq_kd's cache was reused
 
     engine = Engine(recipe)
-    engine.task.prepare()
+    engine.task()
     torch.manual_seed(0)
-    untrained = engine.task.build_model(recipe.models["student"]).eval()
+    untrained = engine.task().build_model(recipe.models["student"]).eval()
     with torch.no_grad():
-        sums = [engine.task.nll(engine.task.forward(untrained, b), 0.0) for b in engine.task.valid_batches(4096)]
+        sums = [engine.task().nll(engine.task().forward(untrained, b), 0.0) for b in engine.task().valid_batches(4096)]
     untrained_nll = sum(loss.item() for loss, _ in sums) / sum(n for _, n in sums)
     metrics = [json.loads(line) for line in (recipe.output_dir / "wd" / "metrics.jsonl").read_text().splitlines()]
     phase_one_nll = [m["best_nll"] for m in metrics if m["kind"] == "valid"][-1]
     assert phase_one_nll < untrained_nll - 0.3  # the generated student predicts the references
-    scores = engine.task.evaluate(untrained, "valid", tmp_path / "u", recipe.evaluation)
+    scores = engine.score_model(engine.task(), untrained, recipe.only_task().evaluation)[0]
     assert reports["wd_finetune"].metrics["chrf"] > scores["chrf"] + 2
     teacher = next(r for r in shared_reports if r.name == "teacher")
     assert reports["wd"].parameters == reports["wd_finetune"].parameters < teacher.parameters

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.cache import Artifact, CacheError, build_artifact
 from seqkd.hookspecs import hookimpl
-from seqkd.method import LossOutput, Method, StageContext
+from seqkd.method import LossOutput, Method, StageContext, Teacher
 from seqkd.tasks.base import CRFOutput, TaskAdapter
 from seqkd.teacher_outputs import SHARD_SIZE, _open_or_build, cache_parts
 
@@ -88,17 +88,16 @@ def marginal_kl_from(student: CRFOutput, teacher_log_marginals: torch.Tensor) ->
 
 
 @torch.no_grad()
-def build_kbest(task: TaskAdapter, teacher: torch.nn.Module, context: StageContext, k: int, temperature: float) -> Artifact:
+def build_kbest(task: TaskAdapter, teacher: Teacher, context: StageContext, k: int, temperature: float) -> Artifact:
     """Per training sentence: the teacher's k-best paths (int16 tags), their raw scores (float32) and
     its log-marginals at ``temperature`` (float16, one row of tags per token)."""
     folder = context.cache_dir / "kbest"
     parts = cache_parts(task, context, {"kind": "kbest", "k": k, "temperature": temperature})
-    teacher.eval()
 
     def make_shard(start: int, stop: int) -> dict[str, np.ndarray]:
         rows: dict[int, tuple[list[tuple[list[int], float]], torch.Tensor]] = {}
         for batch in task.indexed_batches("train", start, stop, context.max_tokens):
-            out = task.forward(teacher, batch.to(context.device))
+            out = task.forward(teacher.model, batch.to(context.device))
             paths = out.crf.kbest(out.logits.float(), out.mask, k)
             marginals = out.crf.log_marginals(out.logits.float(), out.mask, temperature).cpu()
             for j, item in enumerate(batch.indices.tolist()):
@@ -147,8 +146,7 @@ class KBestCRF(Method):
     name = "kbest_crf"
     description = "CRF KD: gold NLL + a*(k-best teacher paths NLL) + b*KL(teacher || student marginals)"
     requires = frozenset({"crf"})
-    needs_teacher = True
-    needs_same_vocabulary = True  # the tag set must agree; the vocabulary file holds it
+    num_teachers = (1, 1)  # same_output_space: the tag set must agree; the vocabulary file holds it
     options_schema = KBestCRFOptions
 
     options: KBestCRFOptions
@@ -156,7 +154,7 @@ class KBestCRF(Method):
 
     def prepare(self, context: StageContext) -> None:
         if self.options.teacher_source == "cache":
-            self.cache = build_kbest(self.task, self.teacher, context, self.options.k, self.options.temperature)
+            self.cache = build_kbest(self.task, self.teachers[0], context, self.options.k, self.options.temperature)
 
     def _teacher(self, batch: Any, length: int, device: torch.device) -> tuple[KBest, torch.Tensor]:
         """The teacher's k-best paths and log-marginals (at T) for the batch: cached or computed now."""
@@ -170,7 +168,7 @@ class KBestCRF(Method):
             log_marginals = teacher.crf.log_marginals(teacher.logits.float(), teacher.mask, o.temperature)
         return kbest, log_marginals
 
-    def loss(self, batch: Any) -> LossOutput:
+    def loss(self, batch: Any, step: int) -> LossOutput:
         o = self.options
         student = self.task.forward(self.student, batch)
         n = int(student.mask.sum())

@@ -12,7 +12,7 @@ class Supervised(Method):
     name = "supervised"
     description = "Task loss only (label-smoothed NLL); trains teachers and baseline students"
 
-    def loss(self, batch: Any) -> LossOutput:
+    def loss(self, batch: Any, step: int) -> LossOutput:
         return self.task_loss(batch)
 
 

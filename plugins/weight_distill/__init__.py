@@ -53,18 +53,17 @@ class WeightDistill(SeqKD):
     options_schema = WeightDistillOptions
 
     options: WeightDistillOptions
-    generator: WeightGenerator
 
     @classmethod
-    def check_models(cls, task: type[TaskAdapter], student: BaseModel, teacher: BaseModel) -> str | None:
-        return depth_problem(task.layer_counts(teacher), task.layer_counts(student))
+    def check_models(cls, task: type[TaskAdapter], student: BaseModel, teachers: list[BaseModel]) -> str | None:
+        return depth_problem(task.layer_counts(teachers[0]), task.layer_counts(student))
 
     def prepare(self, context: StageContext) -> None:
         if self.options.data == "distilled":
             super().prepare(context)
         self.student.requires_grad_(False)  # its values are overwritten by generated ones at every forward
         try:
-            self.generator = WeightGenerator(
+            self.modules["generator"] = WeightGenerator(
                 self.teacher, self.task.parameter_classes(self.teacher), self.student, self.task.parameter_classes(self.student)
             )
         except GeneratorError as exc:
@@ -81,13 +80,16 @@ class WeightDistill(SeqKD):
         size = sum(p.numel() for p in self.generator.parameters())
         context.log(f"parameter generator: {size / 1e6:.2f}M trainable parameters for {len(self.generator.targets)} student weights")
 
+    @property
+    def generator(self) -> WeightGenerator:
+        """The method's own trainable module: optimised and checkpointed by the engine, never part
+        of the student's model file (which holds the generated weights)."""
+        return self.modules["generator"]
+
     def train_reader(self, max_tokens: int, seed: int) -> BatchReader:
         if self.options.data == "original":
             return self.task.train_reader(max_tokens, seed)
         return super().train_reader(max_tokens, seed)
-
-    def trainable(self) -> torch.nn.Module:
-        return self.generator
 
     def student_forward(self, batch: Any) -> Any:
         generated = self.generator()
@@ -104,7 +106,7 @@ class WeightDistill(SeqKD):
             param.copy_(generated[name])
         return {name: value.clone() for name, value in self.student.state_dict().items()}
 
-    def loss(self, batch: Any) -> LossOutput:
+    def loss(self, batch: Any, step: int) -> LossOutput:
         return self.task_loss(batch)
 
 

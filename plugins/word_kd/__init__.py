@@ -60,8 +60,7 @@ class WordKD(Method):
     name = "word_kd"
     description = "Word-level KD: (1-a)*NLL + a*T^2*KL(teacher || student) per target token"
     requires = frozenset({"token_logits"})
-    needs_teacher = True
-    needs_same_vocabulary = True
+    num_teachers = (1, 1)
     options_schema = WordKDOptions
 
     options: WordKDOptions
@@ -69,9 +68,9 @@ class WordKD(Method):
 
     def prepare(self, context: StageContext) -> None:
         if self.options.teacher_source == "cache":
-            self.topk = TopK(build_topk(self.task, self.teacher, context, self.options.top_k, self.options.temperature))
+            self.topk = TopK(build_topk(self.task, self.teachers[0], context, self.options.top_k, self.options.temperature))
 
-    def loss(self, batch: Any) -> LossOutput:
+    def loss(self, batch: Any, step: int) -> LossOutput:
         output = self.task.forward(self.student, batch)
         nll, n = self.task.nll(output, self.label_smoothing)
         if self.topk is not None:

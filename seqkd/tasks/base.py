@@ -5,7 +5,7 @@ runs a forward pass that returns a *typed* output, and evaluates a trained model
 touch a model's internals; they ask the adapter through the capabilities it declares:
 
 - ``token_logits``: ``forward`` returns :class:`TokenLogits` (per-position vocabulary logits),
-- ``generation``: ``evaluate`` / ``translate`` decode with a search (beam search, Viterbi, ...),
+- ``generation``: ``generate`` decodes n-best lists with a search (beam search), ``sentence_score`` ranks them,
 - ``hidden_states``: ``hidden_states`` returns :class:`HiddenStates` (the final hidden state at each
   target position, with the ``forward`` output of the same pass),
 - ``parameter_classes``: the model's weights grouped by class and layer, for methods that map a
@@ -17,7 +17,7 @@ Later adapters add their own output types and capabilities (``crf``, ...).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -30,8 +30,8 @@ from pydantic import BaseModel
 # (docs/plugins.md is generated from this).
 CAPABILITIES: dict[str, str] = {
     "token_logits": "`forward()` returns `TokenLogits(logits, targets, mask)`: per-position logits over a vocabulary",
-    "generation": "`generate()`, `detokenize()` and `target_texts()`: n-best decoding of a split (beam search)",
-    "hidden_states": "`hidden_states()` returns `HiddenStates(hidden, mask, output)`: final hidden states and the `forward()` output of the same pass",
+    "generation": "`generate()`, `detokenize()`, `target_texts()` and `sentence_score()`: n-best decoding of a split (beam search) with the task's `generation_schema` settings",
+    "hidden_states": "`hidden_states(model, batch, view)` returns `HiddenStates(hidden, mask, output)`: final hidden states and the `forward()` output of the same pass",
     "parameter_classes": "`parameter_classes(model)` maps each weight class (e.g. `encoder.self_attn.q_proj.weight`) to the model's parameter names, one per layer in order; `layer_counts(model_config)` gives each layer stack's depth",
     "crf": "`forward()` returns `CRFOutput(logits, targets, mask, crf)`: emissions plus the linear-chain CRF (transitions, `nll()`, `kbest()`, `marginals()`)",
     "perturb": "`perturb(batch, noise, generator)` returns a noisy copy of the batch's inputs (`noise_schema` validates the settings), reproducible from the generator",
@@ -90,18 +90,6 @@ class HiddenStates:
     output: Any  # what ``forward`` returns for the same batch (TokenLogits for translation)
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Search settings for adapters with the ``generation`` capability."""
-
-    beam_size: int = 4
-    nbest: int = 1
-    len_penalty: float = 1.0
-    max_len_a: float = 1.2
-    max_len_b: int = 10
-    batch_size: int = 64
-
-
 NBest = list[tuple[list[int], float]]  # hypotheses (token ids, score), best first
 
 
@@ -115,8 +103,16 @@ class BatchReader(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+TargetSet = Mapping[int, Any] | None  # example index -> replacement target; None: the gold targets
+
+
 class TaskAdapter(ABC):
-    """Base class of every task adapter; subclasses set the class attributes below."""
+    """Base class of every task adapter; subclasses set the class attributes below.
+
+    Adapters never deal with processes: the engine shards prediction and evaluation over ranks
+    (``eval_inputs`` -> ``predict`` on each rank's share -> ``score`` on all of them) and writes
+    files on rank 0 only.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -124,37 +120,65 @@ class TaskAdapter(ABC):
     config_schema: ClassVar[type[BaseModel]]  # validates the recipe's ``task:`` section
     model_schema: ClassVar[type[BaseModel]]  # validates each entry of the recipe's ``models:``
     evaluation_schema: ClassVar[type[BaseModel]]  # validates the recipe's ``evaluation:`` section
-    # the keys of ``evaluate()``'s result that ``seqkd run`` prints as columns, with their headers
+    # ``generation``: the task's decoding settings (beam size, lengths, ...); the evaluation schema
+    # of a generating task includes them, and methods that decode with a teacher embed them
+    generation_schema: ClassVar[type[BaseModel] | None] = None
+    # ``perturb``: the settings of the noise ``perturb`` applies
+    noise_schema: ClassVar[type[BaseModel] | None] = None
+    # the keys of ``score()``'s result that ``seqkd run`` prints as columns, with their headers
     headline_metrics: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, config: BaseModel, workdir: Path, base_dir: Path) -> None:
-        """``workdir`` holds shared artifacts (vocabulary); relative data paths start at ``base_dir``."""
+    def __init__(self, config: BaseModel, workdir: Path, base_dir: Path, views: Mapping[str, Path] | None = None) -> None:
+        """``workdir`` holds shared artifacts (vocabulary); relative data paths start at ``base_dir``;
+        ``views`` names extra input views, each a folder of ``<split>.txt`` files with one line per
+        example (e.g. another task's decoded outputs, such as ASR transcripts)."""
         self.config = config
         self.workdir = workdir
         self.base_dir = base_dir
+        self.views = dict(views or {})
+        self._fingerprint: str | None = None
+        self._vocabulary_id: str | None = None
 
     @abstractmethod
     def prepare(self) -> None:
         """Read and check the data and build shared artifacts (vocabulary); idempotent."""
 
-    @abstractmethod
     def fingerprint(self) -> str:
-        """A hash of everything data-side a trained model depends on (data, vocabulary)."""
+        """A hash of everything data-side a trained model depends on; computed once per run."""
+        if self._fingerprint is None:
+            self._fingerprint = self.compute_fingerprint()
+        return self._fingerprint
 
     @abstractmethod
+    def compute_fingerprint(self) -> str:
+        """Hash the task config and the contents of every data file (not how their paths are spelled)."""
+
     def vocabulary_id(self) -> str:
-        """Identifies the vocabulary; teacher and student must agree where a method says so."""
+        """Identifies the output space; teacher and student must agree where a method says so."""
+        if self._vocabulary_id is None:
+            self._vocabulary_id = self.compute_vocabulary_id()
+        return self._vocabulary_id
 
     @abstractmethod
-    def build_model(self, model_config: BaseModel) -> torch.nn.Module: ...
+    def compute_vocabulary_id(self) -> str:
+        """A hash of the prepared vocabulary / tag set (after ``prepare``)."""
+
+    def output_space(self) -> dict[str, Any]:
+        """What a model file records of the output space (JSON-able), so a teacher trained on
+        another output space (e.g. a subset of the labels) can be rebuilt from its file alone."""
+        return {"vocabulary": self.vocabulary_id()}
 
     @abstractmethod
-    def train_reader(
-        self, max_tokens: int, seed: int, targets: dict[int, list[int]] | None = None, keep_original: bool = False
-    ) -> BatchReader:
-        """Shuffled training batches. ``targets`` replaces the target of each listed training example
-        (e.g. by a teacher's output, for sequence-level KD); examples not listed are dropped unless
-        ``keep_original``, which also keeps every original pair beside the replaced ones."""
+    def build_model(self, model_config: BaseModel, output_space: dict[str, Any] | None = None) -> torch.nn.Module:
+        """A model for this task; with ``output_space`` (from a model file) one whose output layer
+        covers that space instead of this task's own."""
+
+    @abstractmethod
+    def train_reader(self, max_tokens: int, seed: int, target_sets: Sequence[TargetSet] = (None,)) -> BatchReader:
+        """Shuffled training batches over the concatenation of ``target_sets``: ``None`` is the
+        training data as it is; a mapping replaces the target of each listed example (e.g. by a
+        teacher's output) and leaves out the examples it does not list. Sequence-level KD reads
+        ``[distilled]``, or ``[None, distilled]`` to keep the original pairs beside it."""
 
     @abstractmethod
     def valid_batches(self, max_tokens: int) -> list[Batch]: ...
@@ -166,10 +190,42 @@ class TaskAdapter(ABC):
     def indexed_batches(self, split: str, start: int, stop: int, max_tokens: int) -> list[Batch]:
         """Unshuffled batches over examples ``start..stop-1`` of ``split``; rows carry their index."""
 
+    @abstractmethod
+    def forward(self, model: torch.nn.Module, batch: Any, view: str | None = None) -> Any:
+        """Run a model on a batch and return the adapter's typed output (e.g. TokenLogits); ``view``
+        picks one of the batch's named input views (``None``: the task's own inputs)."""
+
+    @abstractmethod
+    def nll(self, output: Any, label_smoothing: float) -> tuple[torch.Tensor, int]:
+        """The task's own supervised loss, summed, and the number of targets it covers."""
+
+    # -- prediction and evaluation (the engine shards these over ranks) ------------------------
+
+    @abstractmethod
+    def eval_inputs(self, split: str, options: BaseModel) -> list[Any]:
+        """The inputs of every example of ``split`` in data order (the first ``max_sentences``)."""
+
+    @abstractmethod
+    def predict(self, model: torch.nn.Module, inputs: list[Any], options: BaseModel) -> list[Any]:
+        """The model's prediction for each input (a part of ``eval_inputs``), in order."""
+
+    @abstractmethod
+    def score(self, split: str, predictions: list[Any], options: BaseModel) -> dict[str, Any]:
+        """Metrics of the predictions for the first ``len(predictions)`` examples of ``split``."""
+
+    def as_text(self, prediction: Any) -> str:
+        """One line for a prediction: what a stage's ``outputs:`` files and hypothesis files hold."""
+        return str(prediction)
+
+    @classmethod
+    def report_notes(cls, metrics: dict[str, Any]) -> list[str]:
+        """Lines ``seqkd run`` prints under its table (e.g. sacreBLEU's signature)."""
+        return []
+
     # -- the ``generation`` capability --------------------------------------------------------
 
-    def generate(self, model: torch.nn.Module, split: str, start: int, stop: int, settings: GenerationSettings) -> list[NBest]:
-        """The model's n-best hypotheses for examples ``start..stop-1`` of ``split``."""
+    def generate(self, model: torch.nn.Module, split: str, start: int, stop: int, settings: BaseModel, nbest: int) -> list[NBest]:
+        """The model's ``nbest`` best hypotheses for examples ``start..stop-1`` of ``split``."""
         raise NotImplementedError(f"task {self.name!r} does not offer generation")
 
     def detokenize(self, tokens: list[int]) -> str:
@@ -178,20 +234,28 @@ class TaskAdapter(ABC):
     def target_texts(self, split: str, start: int, stop: int) -> list[str]:
         raise NotImplementedError(f"task {self.name!r} does not offer generation")
 
+    def sentence_score(self, hypothesis: str, reference: str) -> float:
+        """A sentence-level quality score (higher is better): what Seq-Inter ranks hypotheses by."""
+        raise NotImplementedError(f"task {self.name!r} does not offer generation")
+
     # -- the ``hidden_states`` capability -----------------------------------------------------
 
-    def hidden_states(self, model: torch.nn.Module, batch: Any) -> HiddenStates:
+    def hidden_states(self, model: torch.nn.Module, batch: Any, view: str | None = None) -> HiddenStates:
         """The model's final hidden states on ``batch``, with its ``forward`` output from the same pass."""
         raise NotImplementedError(f"task {self.name!r} does not offer hidden_states")
 
-    @abstractmethod
-    def forward(self, model: torch.nn.Module, batch: Any) -> Any:
-        """Run a model on a batch and return the adapter's typed output (e.g. TokenLogits)."""
+    # -- the ``parameter_classes`` capability -------------------------------------------------
 
-    @abstractmethod
-    def nll(self, output: Any, label_smoothing: float) -> tuple[torch.Tensor, int]:
-        """The task's own supervised loss, summed, and the number of targets it covers."""
+    def parameter_classes(self, model: torch.nn.Module) -> dict[str, list[str]]:
+        raise NotImplementedError(f"task {self.name!r} does not offer parameter_classes")
 
-    @abstractmethod
-    def evaluate(self, model: torch.nn.Module, split: str, out_dir: Path, options: BaseModel) -> dict[str, Any]:
-        """Decode ``split``, write hypotheses under ``out_dir`` and return the metrics."""
+    @classmethod
+    def layer_counts(cls, model_config: BaseModel) -> dict[str, int]:
+        raise NotImplementedError(f"task {cls.name!r} does not offer parameter_classes")
+
+    # -- the ``perturb`` capability -----------------------------------------------------------
+
+    def perturb(self, batch: Any, noise: BaseModel, generator: torch.Generator, view: str | None = None) -> Any:
+        """A copy of ``batch`` whose inputs (``view``) are noised by ``noise``; the same generator
+        state gives the same copy, so a resumed run draws the noise it would have drawn."""
+        raise NotImplementedError(f"task {self.name!r} does not offer perturb")

@@ -9,3 +9,10 @@ __all__ = ["NERTask"]
 @hookimpl
 def register_tasks(register):
     register(NERTask)
+
+
+@hookimpl
+def register_commands(register):
+    from seqkd.tasks.ner.commands import PREDICT
+
+    register(PREDICT)

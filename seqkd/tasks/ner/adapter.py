@@ -5,17 +5,16 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
-import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from seqkd import distributed
 from seqkd.errors import DataError
 from seqkd.hashing import file_sha256
-from seqkd.tasks.base import CRFOutput, TaskAdapter
+from seqkd.tasks.base import CRFOutput, TargetSet, TaskAdapter
 from seqkd.tasks.ner.batching import EpochReader, Example, NERBatch, budget_batches
 from seqkd.tasks.ner.config import TaggerConfig, NERConfig, NEREvaluation
 from seqkd.tasks.ner.corpus import Sentence, convert, read_conll, split_of, to_bio
@@ -47,8 +46,8 @@ class NERTask(TaskAdapter):
 
     config: NERConfig
 
-    def __init__(self, config: NERConfig, workdir: Path, base_dir: Path) -> None:
-        super().__init__(config, workdir, base_dir)
+    def __init__(self, config: NERConfig, workdir: Path, base_dir: Path, views: Mapping[str, Path] | None = None) -> None:
+        super().__init__(config, workdir, base_dir, views)
         self._sentences: dict[str, list[Sentence]] | None = None
         self._encoded: dict[str, list[Example]] = {}
         self._vocab: dict[str, Any] | None = None
@@ -111,7 +110,7 @@ class NERTask(TaskAdapter):
             digests.append(file_sha256(path))
         return digests
 
-    def fingerprint(self) -> str:
+    def compute_fingerprint(self) -> str:
         h = hashlib.sha256(self.config.model_dump_json().encode())
         for digest in self._digests():
             h.update(digest.encode())
@@ -153,10 +152,17 @@ class NERTask(TaskAdapter):
     def tags(self) -> list[str]:
         return self.vocab["tags"]
 
-    def vocabulary_id(self) -> str:
+    def compute_vocabulary_id(self) -> str:
         if not self._vocab_path.exists():
-            return "unprepared"
+            self.prepare()
         return hashlib.sha256(self._vocab_path.read_bytes()).hexdigest()[:16]
+
+    def _words_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.vocab["words"]).encode()).hexdigest()[:16]
+
+    def output_space(self) -> dict[str, Any]:
+        """The tag set, and which word vocabulary the model reads (a teacher must read the same ids)."""
+        return {"vocabulary": self.vocabulary_id(), "words": self._words_id(), "tags": self.tags}
 
     def encode_tokens(self, tokens: list[str]) -> torch.Tensor:
         unk = self._word_ids[UNK]
@@ -172,15 +178,17 @@ class NERTask(TaskAdapter):
             ]
         return self._encoded[split]
 
-    def train_reader(
-        self, max_tokens: int, seed: int, targets: dict[int, list[int]] | None = None, keep_original: bool = False
-    ) -> EpochReader:
-        examples = self._examples("train")
-        if targets is not None:
-            replaced = [{**examples[i], "tags": torch.tensor(t)} for i, t in sorted(targets.items()) if len(t) == len(examples[i]["tokens"])]
+    def train_reader(self, max_tokens: int, seed: int, target_sets: Sequence[TargetSet] = (None,)) -> EpochReader:
+        original = self._examples("train")
+        examples: list[Example] = []
+        for targets in target_sets:
+            if targets is None:
+                examples += original
+                continue
+            replaced = [{**original[i], "tags": torch.tensor(t)} for i, t in sorted(targets.items()) if len(t) == len(original[i]["tokens"])]
             if not replaced:
                 raise DataError("the replacement training tags are empty or do not match the sentences' lengths")
-            examples = (examples + replaced) if keep_original else replaced
+            examples += replaced
         return EpochReader(examples, max_tokens, self._word_ids[PAD], seed)
 
     def valid_batches(self, max_tokens: int) -> list[NERBatch]:
@@ -194,10 +202,19 @@ class NERTask(TaskAdapter):
 
     # -- models -------------------------------------------------------------------------------
 
-    def build_model(self, model_config: TaggerConfig) -> torch.nn.Module:
-        return build_tagger(model_config, len(self.vocab["words"]), len(self.tags), self._word_ids[PAD], self.config.max_seq_len)
+    def build_model(self, model_config: TaggerConfig, output_space: dict[str, Any] | None = None) -> torch.nn.Module:
+        """A tagger over this task's tags, or over ``output_space``'s (a teacher trained on other
+        entity types); either way it reads this task's word ids."""
+        tags = self.tags
+        if output_space is not None:
+            if output_space.get("words") != self._words_id():
+                raise DataError("the model reads another word vocabulary than this task's; it cannot tag this task's batches")
+            tags = output_space["tags"]
+        return build_tagger(model_config, len(self.vocab["words"]), len(tags), self._word_ids[PAD], self.config.max_seq_len)
 
-    def forward(self, model: torch.nn.Module, batch: NERBatch) -> CRFOutput:
+    def forward(self, model: torch.nn.Module, batch: NERBatch, view: str | None = None) -> CRFOutput:
+        if view is not None:
+            raise DataError(f"the ner task has no input view {view!r}")
         emissions = model(batch.tokens, batch.lengths)
         return CRFOutput(emissions, batch.tags, batch.mask, model.crf)
 
@@ -213,51 +230,45 @@ class NERTask(TaskAdapter):
 
     @torch.no_grad()
     def tag(self, model: torch.nn.Module, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
-        """Viterbi tags (in BIO, whatever the model's scheme) of tokenised sentences.
-
-        In a multi-process run rank r tags batches r, r + W, ... and every rank gets all tags; each
-        batch is the one a single process would tag, so the tags are too.
-        """
+        """Viterbi tags (in BIO, whatever the model's scheme) of tokenised sentences."""
+        was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         pad = self._word_ids[PAD]
-        starts = list(range(0, len(sentences), batch_size))[distributed.rank() :: distributed.world_size()]
-        out: dict[int, list[str]] = {}
-        for start in starts:
+        out: list[list[str]] = []
+        for start in range(0, len(sentences), batch_size):
             chunk = [s[: self.config.max_seq_len] or ["."] for s in sentences[start : start + batch_size]]
             examples = [{"tokens": self.encode_tokens(s), "tags": torch.zeros(len(s), dtype=torch.long), "index": 0} for s in chunk]
             batch = budget_batches(examples, 10**9, pad)[0].to(device)
             emissions = model(batch.tokens, batch.lengths)
-            for j, (path, _) in enumerate(model.crf.viterbi(emissions, batch.mask)):
-                out[start + j] = to_bio([self.tags[i] for i in path])
-        out = {i: tags for part in distributed.all_gather(out) for i, tags in part.items()}
-        return [out[i][: len(s)] if s else [] for i, s in enumerate(sentences)]
+            out += [to_bio([self.tags[i] for i in path]) for path, _ in model.crf.viterbi(emissions, batch.mask)]
+        model.train(was_training)
+        return [tags[: len(s)] if s else [] for tags, s in zip(out, sentences)]
 
-    def evaluate(self, model: torch.nn.Module, split: str, out_dir: Path, options: NEREvaluation) -> dict[str, Any]:
+    def eval_inputs(self, split: str, options: NEREvaluation) -> list[list[str]]:
+        return [s.tokens for s in self.sentences()[split][: options.max_sentences]]
+
+    def predict(self, model: torch.nn.Module, inputs: list[list[str]], options: NEREvaluation) -> list[list[str]]:
+        return self.tag(model, inputs, options.batch_size)
+
+    def as_text(self, prediction: list[str]) -> str:
+        return " ".join(prediction)
+
+    def score(self, split: str, predictions: list[list[str]], options: NEREvaluation) -> dict[str, Any]:
         from seqeval.metrics import classification_report
         from seqeval.scheme import IOB2
 
-        sentences = self.sentences()[split][: options.max_sentences]
-        start = time.perf_counter()
-        predicted = self.tag(model, [s.tokens for s in sentences], options.batch_size)
-        seconds = time.perf_counter() - start
+        sentences = self.sentences()[split][: len(predictions)]
         gold = [to_bio(s.tags) for s in sentences]
-        report = classification_report(gold, predicted, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+        report = classification_report(gold, predictions, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
         micro = report["micro avg"]
         pct = lambda v: round(100 * float(v), 2)  # noqa: E731  (seqeval returns numpy floats)
-        metrics: dict[str, Any] = {
+        return {
             "split": split, "sentences": len(sentences),
             "precision": pct(micro["precision"]), "recall": pct(micro["recall"]), "f1": pct(micro["f1-score"]),
-            "sentences_per_second": round(len(sentences) / seconds, 2),
             "per_type": {
                 kind: {"precision": pct(v["precision"]), "recall": pct(v["recall"]), "f1": pct(v["f1-score"]),
                        "support": int(v["support"])}
                 for kind, v in report.items() if not kind.endswith(" avg")
             },
         }
-        if distributed.is_main():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            lines = ["\n".join(f"{t}\t{g}\t{p}" for t, g, p in zip(s.tokens, gl, pl)) + "\n" for s, gl, pl in zip(sentences, gold, predicted)]
-            (out_dir / f"predictions.{split}.tsv").write_text("\n".join(lines), encoding="utf-8")
-            (out_dir / f"eval.{split}.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        return metrics

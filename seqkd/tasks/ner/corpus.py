@@ -3,17 +3,27 @@
 A file holds one ``token<TAB or space>...tag`` per line and a blank line between sentences;
 ``-DOCSTART-`` lines (CoNLL-2003 document markers) are skipped. Every error names ``file:line``, so
 a user can fix the data rather than guess.
+
+Columns are separated by runs of ASCII tabs and spaces (``COLUMN_SEPARATORS``), in tab-separated
+and space-separated files alike. No other character separates columns: a full-width space (U+3000),
+a no-break space (U+00A0) or any other Unicode space inside a token is part of the token, as
+written. A line that holds nothing but whitespace of any kind ends a sentence. Files are UTF-8 (a
+byte-order mark at the start is dropped) and may be gzipped (see ``seqkd.fileio.read_lines``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from seqkd.errors import DataError
+from seqkd.fileio import read_lines
 
 SCHEMES = ("BIO", "BIOES")
+COLUMN_SEPARATORS = re.compile(r"[ \t]+")
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,19 @@ def convert(tags: list[str], scheme: str) -> list[str]:
     return to_bioes(tags) if scheme == "BIOES" else to_bio(tags)
 
 
+def split_columns(line: str) -> list[str]:
+    """The columns of a non-blank line: split at runs of tabs and spaces, nothing else."""
+    return COLUMN_SEPARATORS.split(line.strip(" \t"))
+
+
+def _text_lines(text: str) -> list[tuple[int, str]]:
+    """Numbered lines of already-decoded text, split as ``read_lines`` splits a file."""
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [(number, line.removesuffix("\r")) for number, line in enumerate(lines, 1)]
+
+
 def read_conll(
     path: Path, *, tag_column: int, scheme: str, repair: bool, text: str | None = None
 ) -> list[Sentence]:
@@ -87,10 +110,7 @@ def read_conll(
     ``text`` replaces reading ``path`` (the built-in corpus is read from an installed package);
     ``path`` still names the data in messages.
     """
-    if text is None:
-        if not path.exists():
-            raise DataError(f"{path}: no such file")
-        text = path.read_text(encoding="utf-8")
+    lines: Iterable[tuple[int, str]] = read_lines(path) if text is None else _text_lines(text)
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -104,12 +124,12 @@ def read_conll(
             tags.clear()
             wheres.clear()
 
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in lines:
         where = f"{path}:{number}"
-        fields = line.split()
-        if not fields:
+        if not line.strip():
             close()
             continue
+        fields = split_columns(line)
         if fields[0] == "-DOCSTART-":
             continue
         if len(fields) < 2:

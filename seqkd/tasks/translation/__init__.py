@@ -9,3 +9,10 @@ __all__ = ["TranslationTask"]
 @hookimpl
 def register_tasks(register):
     register(TranslationTask)
+
+
+@hookimpl
+def register_commands(register):
+    from seqkd.tasks.translation.commands import TRANSLATE
+
+    register(TRANSLATE)

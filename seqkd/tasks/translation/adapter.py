@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import sacrebleu
 import torch
 import torch.nn.functional as F
 
-from seqkd import distributed
-from seqkd.tasks.base import GenerationSettings, HiddenStates, NBest, TaskAdapter, TokenLogits
-from seqkd.tasks.translation.batching import EpochReader, Example, TranslationBatch, fixed_batches
-from seqkd.tasks.translation.config import TranslationConfig, TranslationEvaluation
+from seqkd.tasks.base import HiddenStates, NBest, TargetSet, TaskAdapter, TokenLogits
+from seqkd.tasks.translation.batching import VIEW, EpochReader, Example, TranslationBatch, fixed_batches
+from seqkd.tasks.translation.config import TranslationConfig, TranslationEvaluation, TranslationGeneration, TranslationNoise
 from seqkd.errors import DataError
 from seqkd.hashing import file_sha256
 from seqkd.tasks.translation.corpus import (
@@ -32,16 +32,18 @@ SPLITS = ("train", "valid", "test")
 class TranslationTask(TaskAdapter):
     name: ClassVar[str] = "translation"
     description: ClassVar[str] = "Encoder-decoder Transformer translation (fairseq2), BLEU/chrF with sacreBLEU"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states", "parameter_classes"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states", "parameter_classes", "perturb"})
     config_schema = TranslationConfig
     model_schema = TransformerConfig
     evaluation_schema = TranslationEvaluation
+    generation_schema = TranslationGeneration
+    noise_schema = TranslationNoise
     headline_metrics: ClassVar[dict[str, str]] = {"bleu": "BLEU", "chrf": "chrF"}
 
     config: TranslationConfig
 
-    def __init__(self, config: TranslationConfig, workdir: Path, base_dir: Path) -> None:
-        super().__init__(config, workdir, base_dir)
+    def __init__(self, config: TranslationConfig, workdir: Path, base_dir: Path, views: Mapping[str, Path] | None = None) -> None:
+        super().__init__(config, workdir, base_dir, views)
         self._pairs: dict[str, list[Pair]] | None = None
         self._encoded: dict[str, list[Example]] = {}
         self._vocab = None
@@ -89,12 +91,33 @@ class TranslationTask(TaskAdapter):
             self._pairs = pairs
         return self._pairs
 
-    def fingerprint(self) -> str:
+    def _view_file(self, view: str, split: str) -> Path:
+        path = self.views[view] / f"{split}.txt"
+        if not path.exists():
+            raise DataError(f"{path}: no such file; input view {view!r} needs one line per {split} example")
+        return path
+
+    def view_lines(self, view: str, split: str) -> list[str]:
+        """The view's text of every example of ``split``, aligned with ``pairs()[split]``."""
+        path = self._view_file(view, split)
+        lines = path.read_text(encoding="utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        expected = len(self.pairs()[split]) if split != "train" or self.config.data.max_train_pairs is None else None
+        if expected is not None and len(lines) != expected:
+            raise DataError(f"{path}: {len(lines)} lines, but the {split} split has {expected} pairs; a view needs one line per pair")
+        return lines[: len(self.pairs()[split])]
+
+    def compute_fingerprint(self) -> str:
         h = hashlib.sha256(self.config.model_dump_json().encode())
         for path in self._files():
             if not path.exists():
                 raise DataError(f"{path}: no such file")
             h.update(file_sha256(path).encode())
+        for view in sorted(self.views):
+            h.update(view.encode())
+            for split in SPLITS:
+                h.update(file_sha256(self._view_file(view, split)).encode())
         return h.hexdigest()[:16]
 
     @property
@@ -119,8 +142,10 @@ class TranslationTask(TaskAdapter):
     def vocab_size(self) -> int:
         return self.vocab.get_piece_size()
 
-    def vocabulary_id(self) -> str:
-        return vocabulary_digest(self._vocab_path) if self._vocab_path.exists() else "unprepared"
+    def compute_vocabulary_id(self) -> str:
+        if not self._vocab_path.exists():
+            self.prepare()
+        return vocabulary_digest(self._vocab_path)
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
         return [ids + [EOS] for ids in self.vocab.encode(texts)]
@@ -132,8 +157,11 @@ class TranslationTask(TaskAdapter):
             src = self.encode_sources([p.source for p in pairs])
             tgt = self.vocab.encode([p.target for p in pairs])
             limit = self.config.max_seq_len
+            # a view (e.g. an ASR transcript) is cut to the length limit rather than dropping its pair
+            views = {v: [ids[: limit - 1] + [EOS] for ids in self.vocab.encode(self.view_lines(v, split))] for v in self.views}
             examples = [
-                {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS]), "index": i}
+                {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS]), "index": i,
+                 **{VIEW + v: torch.tensor(ids[i]) for v, ids in views.items()}}
                 for i, (s, t) in enumerate(zip(src, tgt))
                 if len(s) <= limit and len(t) + 2 <= limit
             ]
@@ -145,20 +173,22 @@ class TranslationTask(TaskAdapter):
             self._encoded[split] = examples
         return self._encoded[split]
 
-    def train_reader(
-        self, max_tokens: int, seed: int, targets: dict[int, list[int]] | None = None, keep_original: bool = False
-    ) -> EpochReader:
-        examples = self._examples("train")
-        if targets is not None:
-            limit = self.config.max_seq_len
+    def train_reader(self, max_tokens: int, seed: int, target_sets: Sequence[TargetSet] = (None,)) -> EpochReader:
+        original = self._examples("train")
+        limit = self.config.max_seq_len
+        examples: list[Example] = []
+        for targets in target_sets:
+            if targets is None:
+                examples += original
+                continue
             replaced = [
-                {**examples[i], "target": torch.tensor([BOS] + t + [EOS])}
+                {**original[i], "target": torch.tensor([BOS] + t + [EOS])}
                 for i, t in sorted(targets.items())
                 if t and len(t) + 2 <= limit
             ]
             if not replaced:
                 raise DataError("the replacement training targets are empty (e.g. a teacher that generated nothing)")
-            examples = (examples + replaced) if keep_original else replaced
+            examples += replaced
         return EpochReader(examples, max_tokens, self.config.max_seq_len, PAD, seed)
 
     def valid_batches(self, max_tokens: int) -> list[TranslationBatch]:
@@ -172,21 +202,48 @@ class TranslationTask(TaskAdapter):
 
     # -- models -------------------------------------------------------------------------------
 
-    def build_model(self, model_config: TransformerConfig) -> torch.nn.Module:
+    def build_model(self, model_config: TransformerConfig, output_space: dict[str, Any] | None = None) -> torch.nn.Module:
+        if output_space is not None and output_space.get("vocabulary") != self.vocabulary_id():
+            raise DataError(
+                f"a translation model's vocabulary ({output_space.get('vocabulary')}) is its sentencepiece model; "
+                f"this task's is {self.vocabulary_id()}: a teacher of another vocabulary cannot be rebuilt here"
+            )
         return build_transformer(model_config, self.vocab_size, PAD, self.config.max_seq_len + 2)
 
-    def forward(self, model: torch.nn.Module, batch: TranslationBatch) -> TokenLogits:
-        logits = model(batch.source, batch.source_layout(), batch.target_in, batch.target_layout())
+    def forward(self, model: torch.nn.Module, batch: TranslationBatch, view: str | None = None) -> TokenLogits:
+        source, layout = batch.inputs(view)
+        logits = model(source, layout, batch.target_in, batch.target_layout())
         return TokenLogits(logits, batch.target_out, batch.target_out != PAD)
 
-    def hidden_states(self, model: torch.nn.Module, batch: TranslationBatch) -> HiddenStates:
+    def perturb(self, batch: TranslationBatch, noise: TranslationNoise, generator: torch.Generator, view: str | None = None) -> TranslationBatch:
+        """Drop, replace and locally shuffle each source's tokens (EOS stays last)."""
+        tokens, layout = batch.inputs(view)
+        rows = []
+        for row, n in zip(tokens.cpu(), layout.seq_lens):
+            words = row[: n - 1]  # without EOS
+            keep = torch.rand(len(words), generator=generator) >= noise.drop
+            if not keep.any() and len(words):
+                keep[torch.randint(len(words), (1,), generator=generator)] = True  # never an empty source
+            words = words[keep]
+            swap = torch.rand(len(words), generator=generator) < noise.replace
+            random_ids = torch.randint(EOS + 1, self.vocab_size, (len(words),), generator=generator)
+            words = torch.where(swap, random_ids, words)
+            if noise.shuffle_window > 1:
+                keys = torch.arange(len(words)) + torch.rand(len(words), generator=generator) * noise.shuffle_window
+                words = words[keys.argsort()]
+            rows.append(torch.cat([words, torch.tensor([EOS])]))
+        lens = [len(r) for r in rows]
+        padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=PAD).to(tokens.device)
+        return batch.with_inputs(view, padded, lens)
+
+    def hidden_states(self, model: torch.nn.Module, batch: TranslationBatch, view: str | None = None) -> HiddenStates:
         """The decoder's output (after its final layer norm, before the output projection).
 
         fairseq2 0.8.1's ``TransformerModel`` has no public encode/decode split, so this runs the
         same steps as its ``forward`` (frontends, encoder, decoder, ``final_proj``) and keeps the
         decoder output; the logits are therefore identical to ``forward``'s.
         """
-        source, source_layout = model.encoder_frontend(batch.source, batch.source_layout())
+        source, source_layout = model.encoder_frontend(*batch.inputs(view))
         encoded = model.encoder(source, source_layout)
         target, target_layout = model.decoder_frontend(batch.target_in, batch.target_layout())
         hidden = model.decoder(target, target_layout, encoded, source_layout)
@@ -215,8 +272,8 @@ class TranslationTask(TaskAdapter):
                 classes[name] = [name]
         return classes
 
-    @staticmethod
-    def layer_counts(model_config: TransformerConfig) -> dict[str, int]:
+    @classmethod
+    def layer_counts(cls, model_config: TransformerConfig) -> dict[str, int]:
         """The depth of each layer stack, the prefix of its classes (known before a model is built)."""
         return {"encoder": model_config.encoder_layers, "decoder": model_config.decoder_layers}
 
@@ -229,25 +286,36 @@ class TranslationTask(TaskAdapter):
 
     # -- decoding and metrics -----------------------------------------------------------------
 
-    @staticmethod
-    def _settings(options: TranslationEvaluation) -> GenerationSettings:
-        return GenerationSettings(
-            beam_size=options.beam_size, len_penalty=options.len_penalty, max_len_a=options.max_len_a,
-            max_len_b=options.max_len_b, batch_size=options.batch_size,
-        )
+    def translate(self, model: torch.nn.Module, sources: list[str], settings: TranslationGeneration) -> list[str]:
+        """Detokenized best hypotheses for ``sources``."""
+        decoded = beam_search(model, self.encode_sources(sources), self.vocab_size, settings, self.config.max_seq_len)
+        return self.vocab.decode(decoded.token_ids)
 
-    def translate(self, model: torch.nn.Module, sources: list[str], options: TranslationEvaluation) -> tuple[list[str], float]:
-        """Detokenized hypotheses for ``sources`` and the decoding time in seconds (shared out over
-        the ranks of a multi-process run; every rank gets all hypotheses)."""
-        decoded = beam_search(
-            model, self.encode_sources(sources), self.vocab_size, self._settings(options), self.config.max_seq_len,
-            across_ranks=True,
-        )
-        return self.vocab.decode(decoded.token_ids), decoded.seconds
+    def eval_inputs(self, split: str, options: TranslationEvaluation) -> list[str]:
+        if options.view is not None:
+            if options.view not in self.views:
+                raise DataError(f"evaluation.view {options.view!r} is not an input view of this task (views: {', '.join(sorted(self.views)) or 'none'})")
+            return self.view_lines(options.view, split)[: options.max_sentences]
+        return [p.source for p in self.pairs()[split][: options.max_sentences]]
 
-    def generate(self, model: torch.nn.Module, split: str, start: int, stop: int, settings: GenerationSettings) -> list[NBest]:
+    def predict(self, model: torch.nn.Module, inputs: list[str], options: TranslationEvaluation) -> list[str]:
+        return self.translate(model, [line.strip() for line in inputs], options)
+
+    def score(self, split: str, predictions: list[str], options: TranslationEvaluation) -> dict[str, Any]:
+        references = [p.target for p in self.pairs()[split][: len(predictions)]]
+        report: dict[str, Any] = {"split": split, "sentences": len(predictions), "beam_size": options.beam_size}
+        report.update(score(predictions, references))
+        return report
+
+    @classmethod
+    def report_notes(cls, metrics: dict[str, Any]) -> list[str]:
+        return [f"BLEU: {metrics['bleu_signature']}"] if "bleu_signature" in metrics else []
+
+    def generate(
+        self, model: torch.nn.Module, split: str, start: int, stop: int, settings: TranslationGeneration, nbest: int
+    ) -> list[NBest]:
         sources = [example["source"].tolist() for example in self._examples(split)[start:stop]]
-        return beam_search(model, sources, self.vocab_size, settings, self.config.max_seq_len).nbest
+        return beam_search(model, sources, self.vocab_size, settings, self.config.max_seq_len, nbest).nbest
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.vocab.decode(tokens)
@@ -255,14 +323,6 @@ class TranslationTask(TaskAdapter):
     def target_texts(self, split: str, start: int, stop: int) -> list[str]:
         return [self.vocab.decode(example["target"][1:-1].tolist()) for example in self._examples(split)[start:stop]]
 
-    def evaluate(self, model: torch.nn.Module, split: str, out_dir: Path, options: TranslationEvaluation) -> dict[str, Any]:
-        pairs = self.pairs()[split][: options.max_sentences]
-        hypotheses, seconds = self.translate(model, [p.source for p in pairs], options)
-        report: dict[str, Any] = {"split": split, "sentences": len(pairs), "beam_size": options.beam_size}
-        report.update(score(hypotheses, [p.target for p in pairs]))
-        report["sentences_per_second"] = round(len(pairs) / seconds, 2)
-        if distributed.is_main():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / f"hypotheses.{split}.{self.config.target_lang}").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
-            (out_dir / f"eval.{split}.json").write_text(json.dumps(report, indent=2) + "\n")
-        return report
+    def sentence_score(self, hypothesis: str, reference: str) -> float:
+        """Smoothed sentence-BLEU (sacreBLEU, effective order)."""
+        return sacrebleu.metrics.BLEU(effective_order=True).sentence_score(hypothesis, [reference]).score

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -24,11 +24,13 @@ class TranslationBatch:
     target_out: torch.Tensor  # (N, T): target tokens + EOS, padded
     target_lens: list[int]
     indices: torch.Tensor  # (N,): each row's example index in its split (keys teacher-output caches)
+    # other input views of the same examples (e.g. ``asr`` transcripts): name -> (tokens + EOS padded, lengths)
+    views: dict[str, tuple[torch.Tensor, list[int]]] = field(default_factory=dict)
 
     def to(self, device: torch.device) -> "TranslationBatch":
         return TranslationBatch(
             self.source.to(device), self.source_lens, self.target_in.to(device), self.target_out.to(device),
-            self.target_lens, self.indices,
+            self.target_lens, self.indices, {k: (v.to(device), lens) for k, (v, lens) in self.views.items()},
         )
 
     @property
@@ -38,19 +40,39 @@ class TranslationBatch:
     def source_layout(self) -> BatchLayout:
         return BatchLayout(tuple(self.source.shape), self.source_lens, device=self.source.device)
 
+    def inputs(self, view: str | None) -> tuple[torch.Tensor, BatchLayout]:
+        """The source tokens the model reads: the task's own, or a named view's."""
+        if view is None:
+            return self.source, self.source_layout()
+        if view not in self.views:
+            raise KeyError(f"the batch has no input view {view!r} (it has: {', '.join(sorted(self.views)) or 'none'})")
+        tokens, lens = self.views[view]
+        return tokens, BatchLayout(tuple(tokens.shape), lens, device=tokens.device)
+
+    def with_inputs(self, view: str | None, tokens: torch.Tensor, lens: list[int]) -> "TranslationBatch":
+        """A copy whose source (or view) is replaced, e.g. by a noisy copy."""
+        if view is None:
+            return replace(self, source=tokens, source_lens=lens)
+        return replace(self, views={**self.views, view: (tokens, lens)})
+
     def target_layout(self) -> BatchLayout:
         return BatchLayout(tuple(self.target_in.shape), self.target_lens, device=self.target_in.device)
 
 
-Example = dict[str, torch.Tensor | int]  # {"source": src + EOS, "target": BOS + tgt + EOS, "index": i}
+# {"source": src + EOS, "target": BOS + tgt + EOS, "index": i, "view:<name>": view tokens + EOS, ...}
+Example = dict[str, torch.Tensor | int]
+VIEW = "view:"
 
 
 def _to_batch(collated: dict[str, Any]) -> TranslationBatch:
     src, tgt = collated["source"], collated["target"]
     target_lens = [n - 1 for n in tgt["seq_lens"]]
     seqs = tgt["seqs"]
+    views = {
+        key[len(VIEW):]: (value["seqs"], list(value["seq_lens"])) for key, value in collated.items() if key.startswith(VIEW)
+    }
     return TranslationBatch(
-        src["seqs"], list(src["seq_lens"]), seqs[:, :-1], seqs[:, 1:], target_lens, torch.as_tensor(collated["index"])
+        src["seqs"], list(src["seq_lens"]), seqs[:, :-1], seqs[:, 1:], target_lens, torch.as_tensor(collated["index"]), views
     )
 
 

@@ -40,6 +40,17 @@ class TranslationData(BaseModel):
         return self
 
 
+class TranslationNoise(BaseModel):
+    """Noise ``perturb`` applies to a source: each token dropped or replaced by a random one, and
+    tokens moved at most ``shuffle_window - 1`` places (Lample et al., 2018)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drop: float = Field(0.1, ge=0, lt=1, description="Probability of deleting each source token.")
+    replace: float = Field(0.1, ge=0, lt=1, description="Probability of replacing each source token by a random one.")
+    shuffle_window: int = Field(3, ge=0, description="Local shuffle: tokens move fewer than this many places; 0 or 1 keeps the order.")
+
+
 class TranslationConfig(BaseModel):
     """The ``task:`` section of a translation recipe."""
 
@@ -55,15 +66,21 @@ class TranslationConfig(BaseModel):
     min_train_pairs: int = Field(100, ge=1, description="Refuse training data smaller than this.")
 
 
-class TranslationEvaluation(BaseModel):
-    """The ``evaluation:`` section: beam search settings and what to score."""
+class TranslationGeneration(BaseModel):
+    """Beam search settings: the evaluation's, and those of methods that decode with a teacher."""
 
     model_config = ConfigDict(extra="forbid")
 
-    split: Literal["valid", "test"] = Field("test", description="Which split the report scores.")
     beam_size: int = Field(4, ge=1, description="Beam width.")
     len_penalty: float = Field(1.0, description="Length penalty of the beam search.")
     max_len_a: float = Field(1.2, ge=0, description="Hypotheses stop at a * source length + b tokens.")
     max_len_b: int = Field(10, ge=1, description="See max_len_a.")
     batch_size: int = Field(64, ge=1, description="Sentences decoded together.")
+
+
+class TranslationEvaluation(TranslationGeneration):
+    """The ``evaluation:`` section: beam search settings and what to score."""
+
+    split: Literal["valid", "test"] = Field("test", description="Which split the report scores.")
+    view: str | None = Field(None, description="Translate this input view (e.g. `asr` transcripts) instead of the source text.")
     max_sentences: int | None = Field(None, ge=1, description="Score only the first N sentences.")

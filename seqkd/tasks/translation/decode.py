@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import sacrebleu
 import torch
 
-from seqkd import distributed
 from seqkd.runtime import ensure_fairseq2
-from seqkd.tasks.base import GenerationSettings
+from seqkd.tasks.translation.config import TranslationGeneration
 from seqkd.tasks.translation.vocab import BOS, EOS, PAD, UNK
 
 ensure_fairseq2()
@@ -37,16 +36,11 @@ def beam_search(
     model: TransformerModel,
     sources: list[list[int]],
     vocab_size: int,
-    settings: GenerationSettings,
+    settings: TranslationGeneration,
     max_seq_len: int,
-    across_ranks: bool = False,
+    nbest: int = 1,
 ) -> Decoded:
-    """Decode ``sources`` (token ids ending in EOS) in length-sorted batches, keeping ``settings.nbest``.
-
-    With ``across_ranks`` in a multi-process run, rank r decodes batches r, r + W, ... and every rank
-    returns all results: each batch is the one a single process would decode, so the output is too.
-    ``seconds`` is then the slowest rank's time.
-    """
+    """Decode ``sources`` (token ids ending in EOS) in length-sorted batches, keeping ``nbest``."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -60,8 +54,6 @@ def beam_search(
     )
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     batches = [order[lo : lo + settings.batch_size] for lo in range(0, len(order), settings.batch_size)]
-    if across_ranks:
-        batches = batches[distributed.rank() :: distributed.world_size()]
     results: dict[int, list[tuple[list[int], float]]] = {}
     start = time.perf_counter()
     for idx in batches:
@@ -76,13 +68,9 @@ def beam_search(
         for i, hyps in zip(idx, out.hypotheses):
             results[i] = [
                 ([t for t in h.seq.tolist() if t != EOS], float(h.score) if h.score is not None else 0.0)
-                for h in hyps[: settings.nbest]
+                for h in hyps[:nbest]
             ]
     seconds = time.perf_counter() - start
-    if across_ranks and distributed.world_size() > 1:
-        gathered = distributed.all_gather((results, seconds))
-        results = {i: hyps for part, _ in gathered for i, hyps in part.items()}
-        seconds = max(s for _, s in gathered)
     model.train(was_training)
     return Decoded([results[i] for i in range(len(sources))], seconds)
 
