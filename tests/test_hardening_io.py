@@ -227,8 +227,8 @@ def test_full_disk_mid_write_keeps_the_previous_file_and_a_retry_succeeds(tmp_pa
 
 
 def test_full_disk_during_a_cache_build_is_reported_and_the_build_resumes(tmp_path, monkeypatch):
-    fail_on_call(monkeypatch, "fsync", 6)  # build.json, then the first shard's four arrays, then its done.json
-    with pytest.raises(DiskFullError, match=r"no space left on device writing .*c\.partial/\.tmp-shard-00000/done\.json"):
+    fail_on_call(monkeypatch, "fsync", 5)  # file and folder of build.json, of offsets.npy, then values.npy
+    with pytest.raises(DiskFullError, match=r"no space left on device writing .*c\.partial/\.tmp-shard-00000/values\.npy;"):
         build(tmp_path / "c")
     monkeypatch.undo()
     build(tmp_path / "c")
