@@ -8,6 +8,7 @@ points exactly as it would in site-packages, and must not find them without that
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import itertools
 import os
@@ -69,11 +70,11 @@ def example_site(tmp_path_factory) -> Path:
 
 def test_installed_example_is_listed_with_its_file_hooks_and_api(example_site):
     out = seqkd("plugins", "--verbose", path=example_site)
-    assert "hidden_cosine  (seqkd-hidden-cosine 0.1.0)" in out
+    assert "hidden_cosine  (seqkd-hidden-cosine 0.2.0)" in out
     assert f"file:    {example_site / 'seqkd_hidden_cosine' / '__init__.py'}" in out
     header, *rest = out[out.index("hidden_cosine  ("):].splitlines()
     block = "\n".join(itertools.takewhile(lambda line: line.startswith(" "), rest))  # this plugin's lines
-    assert "hooks:   register_methods" in block and "api:     1" in block
+    assert "hooks:   register_methods" in block and "api:     2" in block
     assert "method:  hidden_cosine  needs: hidden_states, token_logits" in block
 
 
@@ -88,9 +89,11 @@ def test_discovered_in_process_from_its_dist_info(example_site, monkeypatch):
     monkeypatch.syspath_prepend(str(example_site))
     registry = load_plugins()
     info = next(p for p in registry.plugins if p.name == "hidden_cosine")
-    assert (info.distribution, info.version, info.error) == ("seqkd-hidden-cosine", "0.1.0", None)
+    assert (info.distribution, info.version, info.error, info.api) == ("seqkd-hidden-cosine", "0.2.0", None, "2")
     assert Path(info.path).is_relative_to(example_site) and info.hooks == ["register_methods"]
-    assert registry.methods["hidden_cosine"].requires == {"token_logits", "hidden_states"}
+    method = registry.methods["hidden_cosine"]
+    assert method.requires == {"token_logits", "hidden_states"}
+    assert (method.num_teachers, method.same_output_space) == ((1, 1), True)
     assert {"supervised", "word_kd", "seq_kd"} <= set(registry.methods)
 
 
@@ -113,7 +116,8 @@ def test_its_recipe_validates_only_when_it_is_installed(example_site, monkeypatc
     monkeypatch.syspath_prepend(str(example_site))
     loaded = load_recipe(recipe, registry=load_plugins())
     assert [s.method.name for s in loaded.stages] == ["supervised", "supervised", "word_kd", "hidden_cosine"]
-    assert loaded.stages[-1].options.beta == 1.0
+    assert loaded.stages[-1].options.beta == 1.0 and loaded.stages[-1].options.projection is False
+    assert [t.stage for t in loaded.stages[-1].teachers] == ["teacher"]
 
 
 def test_a_task_without_hidden_states_is_refused_naming_the_capability(example_site, monkeypatch):
@@ -134,7 +138,7 @@ def test_the_example_plugins_own_tests_pass_against_the_installed_copy(example_s
         capture_output=True, text=True, cwd=tmp_path, env=env_with(example_site),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "6 passed" in result.stdout
+    assert "8 passed" in result.stdout
 
 
 # -- the hidden_states capability of the translation task -------------------------------------
@@ -183,11 +187,11 @@ def register_methods(register):
 
 
 @pytest.mark.parametrize("index, api, error", [
-    (0, "1", None),
-    (1, "1.0", None),
-    (2, "2", "built for seqkd plugin API 2, this seqkd provides 1; upgrade seqkd or install a plugin release for API 1"),
-    (3, "0", "built for seqkd plugin API 0, this seqkd provides 1; install a plugin release for API 1 or a seqkd release for API 0"),
-    (4, "1.7", "needs seqkd plugin API 1.7, this seqkd provides 1.0; upgrade seqkd"),
+    (0, "2", None),
+    (1, "2.0", None),
+    (2, "3", "built for seqkd plugin API 3, this seqkd provides 2; upgrade seqkd or install a plugin release for API 2"),
+    (3, "1", "built for seqkd plugin API 1, this seqkd provides 2; install a plugin release for API 2 or a seqkd release for API 1"),
+    (4, "2.7", "needs seqkd plugin API 2.7, this seqkd provides 2.0; upgrade seqkd"),
     (5, "one", "SEQKD_PLUGIN_API = 'one' is not a version such as '1' or '1.0'"),
 ])
 def test_plugin_api_version_is_checked(index, api, error, tmp_path, monkeypatch):
@@ -221,8 +225,10 @@ def test_new_plugin_installs_is_listed_and_its_own_tests_pass(tmp_path, monkeypa
     monkeypatch.syspath_prepend(str(site))
     registry = load_plugins()
     info = next(p for p in registry.plugins if p.name == "my_method")
-    assert (info.distribution, info.error, info.methods, info.api) == ("seqkd-my-method", None, ["my_method"], "1")
-    assert registry.methods["my_method"].options_schema.model_json_schema()["properties"].keys() == {"alpha", "temperature"}
+    assert (info.distribution, info.error, info.methods, info.api) == ("seqkd-my-method", None, ["my_method"], "2")
+    method = registry.methods["my_method"]
+    assert method.options_schema.model_json_schema()["properties"].keys() == {"alpha", "temperature"}
+    assert (method.num_teachers, method.same_output_space) == ((1, 1), True)
 
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
@@ -238,6 +244,9 @@ def test_new_plugin_refuses_bad_names_taken_names_and_full_folders(tmp_path, cap
         write_plugin("My-Method", tmp_path, registry)
     with pytest.raises(SeqkdError, match="a method 'word_kd' is already registered by plugin 'word_kd'"):
         write_plugin("word_kd", tmp_path, registry)
+    clashed = dataclasses.replace(registry, clashes={("method", "twice"): ["a (pkg-a 1.0)", "b (pkg-b 2.0)"]})
+    with pytest.raises(SeqkdError, match=r"a method 'twice' is already registered by plugins a \(pkg-a 1.0\) and b \(pkg-b 2.0\)"):
+        write_plugin("twice", tmp_path, clashed)  # a clashed name is in no registry.methods, yet taken
     (tmp_path / "seqkd-taken").mkdir()
     (tmp_path / "seqkd-taken" / "notes.txt").write_text("mine")
     assert main(["new-plugin", "taken", "--dir", str(tmp_path)]) == 2

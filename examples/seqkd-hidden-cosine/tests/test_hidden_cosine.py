@@ -1,4 +1,5 @@
-"""The hidden_cosine loss: its cosine term, the width check, and a real step with the translation task."""
+"""The hidden_cosine loss: its cosine term, the width check, the learned projection, and real steps
+with the translation task."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seqkd.method import StageContext, Teacher
 from seqkd.tasks.base import HiddenStates
 from seqkd_hidden_cosine import HiddenCosine, HiddenCosineOptions, HiddenWidthMismatch, cosine_loss
 
@@ -45,6 +47,13 @@ def test_different_widths_are_refused_naming_both():
         cosine_loss(states(hidden(0)), hidden(1, (2, 5, 32)))
 
 
+def test_a_projection_maps_the_student_width_onto_the_teachers():
+    s, t = hidden(3, (2, 5, 8)), hidden(4, (2, 5, 16))
+    projection = torch.nn.Linear(8, 16, bias=False)
+    expected = (1 - F.cosine_similarity(projection(s), t, dim=-1)).sum()
+    assert torch.allclose(cosine_loss(states(s), t, projection), expected, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     if not CORPUS.exists():
@@ -70,12 +79,26 @@ def model(task, layers: int, width: int = 48):
     return task.build_model(config)
 
 
+def hidden_cosine(task, student, teacher, **options) -> HiddenCosine:
+    """The method as the engine builds it: options, task, student, one teacher; ``prepare`` run."""
+    method = HiddenCosine(HiddenCosineOptions(**options), task, student, [Teacher.from_model(teacher)], label_smoothing=0.1)
+    method.prepare(StageContext(
+        cache_dir=Path("unused"), max_tokens=512, device=torch.device("cpu"), rebuild=False,
+        log=lambda text: None, write_text=lambda path, text: None, teacher_ids=["in-memory"],
+    ))
+    return method
+
+
+def first_batch(task):
+    return next(iter(task.train_reader(512, seed=0)))
+
+
 def test_a_step_on_real_data_trains_only_the_student(task):
     torch.manual_seed(0)
     teacher, student = model(task, layers=2), model(task, layers=1)
-    method = HiddenCosine(HiddenCosineOptions(alpha=0.5, beta=1.0), task, student, teacher, label_smoothing=0.1)
-    batch = next(iter(task.train_reader(512, seed=0)))
-    out = method.loss(batch)
+    method = hidden_cosine(task, student, teacher, alpha=0.5, beta=1.0)
+    batch = first_batch(task)
+    out = method.loss(batch, step=0)
     out.loss.backward()
     assert set(out.parts) == {"nll", "kd", "cos"} and out.parts["cos"] > 0 and out.parts["kd"] > 0
     assert out.num_targets == batch.num_target_elements
@@ -83,18 +106,33 @@ def test_a_step_on_real_data_trains_only_the_student(task):
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert len(method.modules) == 0  # no projection unless asked for
 
 
 def test_distillation_terms_vanish_when_the_student_is_the_teacher(task):
     torch.manual_seed(0)
     teacher = model(task, layers=1)
     student = copy.deepcopy(teacher)
-    method = HiddenCosine(HiddenCosineOptions(), task, student, teacher, label_smoothing=0.0)
-    out = method.loss(next(iter(task.train_reader(512, seed=0))))
+    out = hidden_cosine(task, student, teacher).loss(first_batch(task), step=0)
     assert out.parts["cos"] < 1e-3 and out.parts["kd"] < 1e-3
 
 
 def test_a_narrower_student_is_refused_at_the_first_step(task):
-    method = HiddenCosine(HiddenCosineOptions(), task, model(task, 1, width=32), model(task, 1), label_smoothing=0.1)
-    with pytest.raises(HiddenWidthMismatch, match="the student's are 32 wide, the teacher's 48"):
-        method.loss(next(iter(task.train_reader(512, seed=0))))
+    method = hidden_cosine(task, model(task, 1, width=32), model(task, 1))
+    with pytest.raises(HiddenWidthMismatch, match="the student's are 32 wide, the teacher's 48.*projection: true"):
+        method.loss(first_batch(task), step=0)
+
+
+def test_a_narrower_student_trains_through_a_projection_the_method_owns(task):
+    torch.manual_seed(0)
+    student, teacher = model(task, 1, width=32), model(task, 2)
+    method = hidden_cosine(task, student, teacher, projection=True)
+    projection = method.modules["projection"]
+    assert tuple(projection.weight.shape) == (48, 32)  # student width 32 -> teacher width 48
+    out = method.loss(first_batch(task), step=0)
+    out.loss.backward()
+    assert out.parts["cos"] > 0 and projection.weight.grad is not None
+    assert all(p.grad is not None for p in student.parameters())
+    # the student's model file holds the student alone; the projection is checkpointed apart
+    assert not any(name.startswith("projection") for name in method.student_state_dict())
+    assert set(method.modules.state_dict()) == {"projection.weight"}
