@@ -5,21 +5,24 @@
 
 Every table comes from the code: the plugins that seqkd's own distribution registers, the
 capability contract in ``seqkd.tasks.base.CAPABILITIES``, the plugin API version and the known
-third-party plugins in ``seqkd.plugins.KNOWN_PLUGINS``. Plugins installed from other packages are
-left out, so the page does not depend on what happens to be installed.
+third-party plugins in ``seqkd.plugins.KNOWN_PLUGINS``. Only seqkd's own entry points are loaded,
+whatever ``SEQKD_PLUGINS`` says, so the page does not depend on what else happens to be installed
+(a third-party plugin that registers a built-in name would otherwise make that name a clash).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import sys
 from pathlib import Path
 
 from seqkd.hookspecs import PLUGIN_API_VERSION
-from seqkd.plugins import KNOWN_PLUGINS, load_plugins
+from seqkd.plugins import ALLOW_LIST_ENV, BUILT_IN, ENTRY_POINT_GROUP, KNOWN_PLUGINS, Registry, load_plugins
 from seqkd.tasks.base import CAPABILITIES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
-BUILT_IN = "seqkd"  # the distribution whose plugins are listed
+API_MAJOR = PLUGIN_API_VERSION.split(".")[0]
 
 INTRO = f"""\
 # Plugins
@@ -34,8 +37,16 @@ each plugin was loaded from, the hooks it implements and the plugin API version 
 `SEQKD_PLUGINS=a,b` loads only the named entry points.
 
 This seqkd provides plugin API **{PLUGIN_API_VERSION}**. A plugin module may declare the version it
-was written for (`SEQKD_PLUGIN_API = "1"`); one built for another major version, or for a newer
-minor version, is not loaded and `seqkd plugins` says what to install instead.
+was written for (`SEQKD_PLUGIN_API = "{API_MAJOR}"`); one built for another major version, or for a
+newer minor version, is not loaded and `seqkd plugins` says what to install instead. What changed
+from plugin API 1 is listed in [writing a method plugin](writing-a-method-plugin.md#migrating-from-plugin-api-1)
+and [writing a task adapter](writing-a-task-adapter.md#migrating-from-plugin-api-1).
+
+The host checks what each plugin registers when it loads (base class, class attributes, abstract
+methods, and every method of each capability a task declares) and refuses the whole plugin on the
+first problem, naming it. Two plugins that register the same task or method name both load, but the
+name is unusable until `SEQKD_PLUGINS` selects one of them; a plugin command may not take the name
+of a core command or of another plugin's command.
 
 A method declares the capabilities it needs and a task adapter those it offers; `seqkd validate`
 refuses a recipe whose stage uses a method the task cannot serve, naming the missing capability.
@@ -52,12 +63,52 @@ def codes(names) -> str:
     return ", ".join(f"`{n}`" for n in sorted(names)) or "-"
 
 
+def built_in_registry() -> Registry:
+    """seqkd's own plugins alone, loaded with no ``SEQKD_PLUGINS`` restriction."""
+    own = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist is not None and ep.dist.name == BUILT_IN]
+    saved = os.environ.pop(ALLOW_LIST_ENV, None)
+    try:
+        return load_plugins(own)
+    finally:
+        if saved is not None:
+            os.environ[ALLOW_LIST_ENV] = saved
+
+
+def teacher_count(accepted: tuple[int, int | None]) -> str:
+    """``num_teachers`` in words: (0, 0) none, (1, 1) one, (2, None) 2 or more, (1, 3) 1 to 3."""
+    low, high = accepted
+    if high == 0:
+        return "none"
+    if high is None:
+        return f"{low} or more"
+    return str(low) if low == high else f"{low} to {high}"
+
+
+def output_space(cls: type) -> str:
+    """Whether teachers must share the student's output space (meaningless without teachers)."""
+    if cls.num_teachers[1] == 0:
+        return "-"
+    return "required" if cls.same_output_space else "may differ"
+
+
+def option_sources(cls: type, tasks: dict[str, type]) -> str:
+    """The tasks whose own settings a method's ``options:`` take in (``options_model``)."""
+    extended = [name for name, task in tasks.items() if cls.requires <= task.capabilities and cls.options_model(task) is not cls.options_schema]
+    return f"own, plus the task's settings for {codes(extended)}" if extended else "own"
+
+
+def clash_row(kind: str, name: str, registry: Registry, columns: int) -> str:
+    owners = " and ".join(registry.clashes.get((kind, name), ["?"]))
+    return f"| `{name}` | " + " | ".join(["-"] * (columns - 2)) + f" | unusable: registered by {cell(owners)} |"
+
+
 def render() -> str:
-    registry = load_plugins()
-    built_in = [info for info in registry.plugins if info.distribution == BUILT_IN and not info.error]
-    tasks = {name: registry.tasks[name] for info in built_in for name in info.tasks}
-    methods = {name: registry.methods[name] for info in built_in for name in info.methods}
-    entry = {name: info.name for info in built_in for name in info.tasks + info.methods}
+    registry = built_in_registry()
+    built_in = [info for info in registry.plugins if not info.error]
+    # usable names only: a name in registry.clashes is listed by its plugins but has no class here
+    tasks = {name: registry.tasks[name] for info in built_in for name in info.tasks if name in registry.tasks}
+    methods = {name: registry.methods[name] for info in built_in for name in info.methods if name in registry.methods}
+    entry = {name: info.name for info in built_in for name in info.tasks + info.methods + info.commands}
 
     parts = [INTRO, "## Capabilities", "",
              "| capability | what an adapter that offers it provides | offered by | needed by |", "|---|---|---|---|"]
@@ -66,16 +117,40 @@ def render() -> str:
         needed = [n for n, cls in methods.items() if capability in cls.requires]
         parts.append(f"| `{capability}` | {cell(meaning)} | {codes(offered)} | {codes(needed)} |")
 
-    parts += ["", "## Built-in tasks", "", "| task | entry point | capabilities | description |", "|---|---|---|---|"]
-    for name, cls in sorted(tasks.items()):
-        parts.append(f"| `{name}` | `{entry[name]}` | {codes(cls.capabilities)} | {cell(cls.description)} |")
+    parts += ["", "## Built-in tasks", "",
+              "| task | entry point | capabilities | generation settings | noise settings | description |", "|---|---|---|---|---|---|"]
+    for name in sorted({n for info in built_in for n in info.tasks}):
+        cls = tasks.get(name)
+        if cls is None:
+            parts.append(clash_row("task", name, registry, 6))
+            continue
+        generation = f"`{cls.generation_schema.__name__}`" if cls.generation_schema else "-"
+        noise = f"`{cls.noise_schema.__name__}`" if cls.noise_schema else "-"
+        parts.append(f"| `{name}` | `{entry[name]}` | {codes(cls.capabilities)} | {generation} | {noise} | {cell(cls.description)} |")
 
     parts += ["", "## Built-in methods", "",
-              "| method | entry point | needs | teacher | same vocabulary | description |", "|---|---|---|---|---|---|"]
-    for name, cls in sorted(methods.items()):
-        teacher = "required" if cls.needs_teacher else "none"
-        vocabulary = "required" if cls.needs_same_vocabulary else "-"
-        parts.append(f"| `{name}` | `{entry[name]}` | {codes(cls.requires)} | {teacher} | {vocabulary} | {cell(cls.description)} |")
+              "`teachers` is how many teachers a stage may name (`num_teachers`); `same output space` says "
+              "whether they must have the student's vocabulary or tag set (`same_output_space`), or may have "
+              "another, rebuilt from their model files; `options` says whether the method's `options:` also "
+              "take a task's own settings (`options_model`, e.g. its generation settings).", "",
+              "| method | entry point | needs | teachers | same output space | options | description |",
+              "|---|---|---|---|---|---|---|"]
+    for name in sorted({n for info in built_in for n in info.methods}):
+        cls = methods.get(name)
+        if cls is None:
+            parts.append(clash_row("method", name, registry, 7))
+            continue
+        parts.append(
+            f"| `{name}` | `{entry[name]}` | {codes(cls.requires)} | {teacher_count(cls.num_teachers)} | "
+            f"{output_space(cls)} | {option_sources(cls, tasks)} | {cell(cls.description)} |"
+        )
+
+    parts += ["", "## Built-in commands", "",
+              "Subcommands that task plugins add to `seqkd` (`register_commands`); `seqkd <command> --help` "
+              "shows their arguments.", "",
+              "| command | entry point | what it does |", "|---|---|---|"]
+    for name, command in sorted(registry.commands.items()):
+        parts.append(f"| `seqkd {name}` | `{entry[name]}` | {cell(command.help)} |")
 
     parts += ["", "## Plugins outside seqkd", "",
               "Packages seqkd knows about but does not install; a recipe that uses one of their names while "

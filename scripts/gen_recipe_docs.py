@@ -4,14 +4,17 @@
     python scripts/gen_recipe_docs.py --check  # exit 1 if docs/recipes.md is out of date
 
 The prose below explains the file layout; every table is generated from the pydantic models (core
-sections, and the schemas each registered task and method plugin contributes), so the reference
-follows the code.
+sections, and the schemas seqkd's own task and method plugins contribute), so the reference
+follows the code. Only seqkd's own entry points are loaded, whatever ``SEQKD_PLUGINS`` says, so the
+page does not depend on what else happens to be installed.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import json
+import os
 import re
 import sys
 import types
@@ -19,9 +22,10 @@ import typing
 from pathlib import Path
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from seqkd.plugins import get_registry
+from seqkd.plugins import ALLOW_LIST_ENV, BUILT_IN, ENTRY_POINT_GROUP, Registry, load_plugins
 from seqkd.recipe import OutputConfig, RecipeFile, StageConfig
 from seqkd.training_config import TrainingConfig
 
@@ -56,6 +60,8 @@ models:                # model configs by role; each follows the task's model sc
 training:              # shared by every stage (TrainingConfig)
   max_steps: 6000
   lr: 0.0007
+  optimizer: adamw     # or adam
+  schedule: inverse_sqrt   # or linear, cosine, constant (after warmup_steps)
 
 evaluation:            # the task's evaluation schema
   beam_size: 5
@@ -71,6 +77,11 @@ stages:                # run in order
     model: student
     teacher: teacher   # an earlier stage: its final model is this stage's teacher
     options: {alpha: 0.5, temperature: 1.0}
+  - name: seq_kd
+    method: seq_kd
+    model: student
+    teacher: teacher
+    options: {beam_size: 4, nbest: 1}   # seq_kd's options include the task's generation settings
 ```
 
 Unknown keys are errors everywhere, and every error names the file, the line, the field path and,
@@ -78,18 +89,83 @@ where there is a fixed set, the valid choices.
 
 ### Stages and teachers
 
-Each stage trains the model of one role (`model:`) with one method plugin (`method:`). A method
-that distils needs a teacher: `teacher:` names an earlier stage of the same recipe, whose final
-(best-validation) model is loaded as the teacher; `teacher_checkpoint:` instead names a seqkd
-model file (`model.pt` of a stage folder) from elsewhere. Give one or the other, and only to a
-method that uses a teacher. A stage's `training:` holds overrides of the recipe's `training:`,
-key by key; `options:` holds the method's own settings (see [Methods](#methods)).
+Each stage trains the model of one role (`model:`) with one method plugin (`method:`). How many
+teachers a stage names depends on its method (the `teachers` column of the [plugin
+list](plugins.md#built-in-methods)): none for `supervised`, exactly one for `word_kd` or `seq_kd`,
+two or more for a method that distils an ensemble. Give them in one of three forms:
+
+- `teacher: NAME`: one earlier stage of the same recipe, whose final (best-validation) model is
+  the teacher;
+- `teacher_checkpoint: PATH`: one seqkd model file (`model.pt` of a stage folder) from elsewhere;
+- `teachers: [...]`: a list of earlier stage names and `{checkpoint: PATH}` entries
+  (`{stage: NAME}` also works), e.g. `teachers: [teacher_big, {checkpoint: ../other/model.pt}]`.
+
+A teacher must be a model of the stage's task (a teacher stage of another kind of task is refused),
+and with most methods one of the student's vocabulary or tag set: a method that sets
+`same_output_space = False` instead rebuilds each teacher over the output space its model file
+records. Teachers are loaded when the method first uses them, so a stage whose teacher outputs are
+already cached does not load the teacher at all. `init: NAME` starts the stage from the final model
+of an earlier stage of the same model config.
+
+A stage's `training:` holds overrides of the recipe's `training:`, key by key; `evaluation:` holds
+overrides of the task's `evaluation:` for this stage's report; `options:` holds the method's own
+settings (see [Methods](#methods)); `evaluate: false` skips the report. `outputs: [train, valid,
+test]` writes the stage's predictions on whole splits to `<stage>/outputs/<split>.txt`, one line per
+example, decoded with the stage's evaluation settings (leave `max_sentences` unset there: it cuts
+these files short as well).
+
+### Several tasks
+
+Instead of `task:` (and the top-level `evaluation:`), `tasks:` names several tasks by key, each with
+its own `evaluation:`; each stage then says which one it trains with `task:`. A task may read
+another task's stage outputs as a named input view (`reads: {VIEW: STAGE}`): the stage must belong
+to another task, run before the reading task's first stage, and list `outputs:` for every split.
+Methods pick the view per role (`self.task.forward(model, batch, view=...)`), and the translation
+task's `evaluation.view` translates and scores the view's lines instead of the task's own inputs. The cascade below trains a model whose
+outputs (a stand-in for an ASR system's transcripts) feed the translation student, while the
+student's teacher reads the real sources:
+
+```yaml
+tasks:
+  draft:                         # en -> en: its outputs are a noisy copy of each source
+    name: translation
+    source_lang: en
+    target_lang: en
+    data: {corpus: ../../data/bible-en-es/bible-en-es.tsv.gz, target_column: 1}
+    evaluation: {beam_size: 1, split: valid}
+  mt:
+    name: translation
+    source_lang: en
+    target_lang: es
+    data: {corpus: ../../data/bible-en-es/bible-en-es.tsv.gz}
+    reads: {draft: drafter}      # input view `draft` = stage drafter's outputs
+    evaluation: {beam_size: 4}
+
+models:
+  drafter: {encoder_layers: 1, decoder_layers: 1, encoder_dim: 64, encoder_ffn_dim: 128, encoder_heads: 4}
+  teacher: {encoder_layers: 3, decoder_layers: 3, encoder_dim: 128, encoder_ffn_dim: 512, encoder_heads: 4}
+  student: {encoder_layers: 3, decoder_layers: 1, encoder_dim: 128, encoder_ffn_dim: 512, encoder_heads: 4}
+
+stages:
+  - {name: drafter, task: draft, method: supervised, model: drafter, outputs: [train, valid, test], evaluate: false}
+  - {name: teacher, task: mt, method: supervised, model: teacher}
+  - name: student
+    task: mt
+    method: word_kd              # a method whose student reads view `draft` would go here
+    model: student
+    teacher: teacher
+    evaluation: {view: draft}    # score the student on the drafts, not the gold sources
+```
+
+Each model is validated by the task of the stages that train it; one model entry cannot serve two
+kinds of task, and with `tasks:` a model that no stage trains is an error.
 
 ### Command-line overrides
 
-`seqkd run`, `seqkd show` and `seqkd translate` take dotted `KEY=VALUE` overrides after the
-recipe (`seqkd validate` takes them as `--set KEY=VALUE`). The value is parsed as YAML and the
-result is validated like the file itself; errors in it are reported as command-line overrides.
+`seqkd run`, `seqkd show` and the task commands (`seqkd translate`, `seqkd predict`) take dotted
+`KEY=VALUE` overrides after the recipe (`seqkd validate` takes them as `--set KEY=VALUE`). The
+value is parsed as YAML and the result is validated like the file itself; errors in it are reported
+as command-line overrides.
 
 ```sh
 seqkd run recipes/bible-en-es/quickstart.yaml training.max_steps=200
@@ -98,26 +174,31 @@ seqkd show recipes/bible-en-es/quickstart.yaml stages.teacher.training.max_steps
 ```
 
 List items are addressed by index (`stages.2`) or by their `name` (`stages.word_kd`). A stage's own
-`training:` wins over the recipe's, so when a stage sets `max_steps` itself, override it there
-(`stages.teacher.training.max_steps=100`).
+`training:` and `evaluation:` win over the recipe's, so when a stage sets `max_steps` itself,
+override it there (`stages.teacher.training.max_steps=100`). With `tasks:`, a task's evaluation is
+`tasks.KEY.evaluation.beam_size=1`.
 
 ### Paths
 
-Data paths in `task:` and `teacher_checkpoint:` are relative to the recipe file's folder, so a
-recipe works from any working directory. `output.dir` is relative to the working directory;
-`{recipe}` in it is replaced by the recipe file's name without `.yaml`.
+Data paths in `task:` (or `tasks:`), `teacher_checkpoint:` and `teachers: [{checkpoint: ...}]` are
+relative to the recipe file's folder, so a recipe works from any working directory. `output.dir`
+is relative to the working directory; `{recipe}` in it is replaced by the recipe file's name
+without `.yaml`.
 
 ### Stage folders, reuse and resume
 
 Each stage runs in `<output.dir>/<stage name>/` (the shared vocabulary lives in
-`<output.dir>/_shared/`). A stage is identified by a hash of its task settings and data files,
-method, model, training settings (except `log_every` and `device`), options and its teacher's
-hash. Running a recipe again reuses every finished stage with a matching hash (re-evaluating only
-if `evaluation:` changed) and resumes an unfinished one from its last checkpoint, so an
+`<output.dir>/_shared/`, teacher-output caches in `<output.dir>/_cache/<stage name>/`). A stage is
+identified by a hash of its task settings and data files (with the stages whose outputs the task
+reads), method, model, training settings (except `log_every` and `device`), options, every
+teacher's hash and its `init` stage. Running a recipe again reuses every finished stage with a
+matching hash (re-evaluating only if its evaluation settings changed, rewriting `outputs/` only if
+they or the splits changed) and resumes an unfinished one from its last checkpoint, so an
 interrupted run continues where it stopped, and a teacher trained once serves every recipe that
-has the same teacher stage and `output.dir`. A folder that holds a stage of another configuration is refused; pass
-`--force` to replace it, or set another `output.dir`. `seqkd run --stage NAME` runs only the named
-stages (their teachers must be finished).
+has the same teacher stage and `output.dir`. A folder that holds a stage of another configuration
+is refused; pass `--force` to replace it, or set another `output.dir`. Checkpoints written before
+plugin API 2 do not resume: retrain those stages (`--force`). `seqkd run --stage NAME` runs only
+the named stages (their teachers must be finished).
 """
 
 
@@ -170,6 +251,20 @@ def markdown(text: str) -> str:
     return "".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
 
 
+def field_rows(fields: dict[str, FieldInfo]) -> list[str]:
+    lines = ["| field | type | default | description |", "|---|---|---|---|"]
+    for name, field in fields.items():
+        kind = type_name(field.annotation)
+        if limits := constraints(field):
+            kind += f", {limits}"
+        description = field.description
+        if description is None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            description = f"See {type_name(field.annotation)}."
+        cell = markdown(description or "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{name}` | {kind} | {default(field)} | {cell} |")
+    return lines
+
+
 def table(model: type[BaseModel], heading: str, used_as: str) -> str:
     lines = [f"{heading} {model.__name__}", "", used_as]
     if model.__doc__:
@@ -179,17 +274,7 @@ def table(model: type[BaseModel], heading: str, used_as: str) -> str:
     lines.append("")
     if not model.model_fields:
         return "\n".join(lines)
-    lines += ["| field | type | default | description |", "|---|---|---|---|"]
-    for name, field in model.model_fields.items():
-        kind = type_name(field.annotation)
-        if limits := constraints(field):
-            kind += f", {limits}"
-        description = field.description
-        if description is None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            description = f"See {type_name(field.annotation)}."
-        cell = markdown(description or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{name}` | {kind} | {default(field)} | {cell} |")
-    return "\n".join(lines + [""])
+    return "\n".join(lines + field_rows(model.model_fields) + [""])
 
 
 def nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
@@ -210,16 +295,48 @@ def nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
     return found
 
 
+def built_in_registry() -> Registry:
+    """seqkd's own plugins alone, loaded with no ``SEQKD_PLUGINS`` restriction (as in gen_plugin_docs)."""
+    own = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist is not None and ep.dist.name == BUILT_IN]
+    saved = os.environ.pop(ALLOW_LIST_ENV, None)
+    try:
+        return load_plugins(own)
+    finally:
+        if saved is not None:
+            os.environ[ALLOW_LIST_ENV] = saved
+
+
+def teachers_line(method: type) -> str:
+    """``num_teachers`` and ``same_output_space`` as a sentence."""
+    low, high = method.num_teachers
+    if high == 0:
+        return "Teachers: none."
+    count = f"{low} or more" if high is None else (f"exactly {low}" if low == high else f"{low} to {high}")
+    space = "the student's output space (vocabulary or tag set)" if method.same_output_space else "any output space (each rebuilt from its model file)"
+    return f"Teachers: {count}, with {space}."
+
+
+def task_options(method: type, task: type) -> dict[str, FieldInfo]:
+    """The fields ``options_model`` adds for ``task`` to the method's own ``options_schema``."""
+    if not method.requires <= task.capabilities:
+        return {}
+    model = method.options_model(task)
+    own = method.options_schema.model_fields
+    return {name: field for name, field in model.model_fields.items() if name not in own}
+
+
 def render() -> str:
-    registry = get_registry()
+    registry = built_in_registry()
     parts = [INTRO, "## Core sections", ""]
-    parts.append(table(RecipeFile, "###", "The top level of a recipe file. `task:`, `models:`, `evaluation:` and each "
-                       "stage's `options:` are checked by the schemas of the task and method plugins below."))
+    parts.append(table(RecipeFile, "###", "The top level of a recipe file. `task:` (or each entry of `tasks:`), `models:`, "
+                       "`evaluation:` and each stage's `options:` are checked by the schemas of the task and method plugins below."))
     parts.append(table(OutputConfig, "###", "The `output:` section."))
     parts.append(table(StageConfig, "###", "Each item of `stages:`."))
+    for nested in nested_models(StageConfig):
+        parts.append(table(nested, "###", "Used inside each item of `stages:`."))
     parts.append(table(TrainingConfig, "###", "The `training:` section, and each stage's `training:` overrides."))
 
-    parts += ["## Tasks", "", "`task.name` picks one of these task plugins.", ""]
+    parts += ["## Tasks", "", "`task.name` (or `name` in each entry of `tasks:`) picks one of these task plugins.", ""]
     for name, task in sorted(registry.tasks.items()):
         capabilities = ", ".join(f"`{c}`" for c in sorted(task.capabilities))
         parts += [f"### Task `{name}`", "", f"{task.description}. Capabilities: {capabilities}.", ""]
@@ -227,15 +344,29 @@ def render() -> str:
         for nested in nested_models(task.config_schema):
             parts.append(table(nested, "####", f"Used inside `task:` of the `{name}` task."))
         parts.append(table(task.model_schema, "####", "Each entry of `models:`."))
-        parts.append(table(task.evaluation_schema, "####", "The `evaluation:` section."))
+        parts.append(table(task.evaluation_schema, "####", "The `evaluation:` section, and each stage's `evaluation:` overrides."))
+        if task.generation_schema is not None:
+            users = [m for m, cls in sorted(registry.methods.items()) if set(task.generation_schema.model_fields) <= set(task_options(cls, task))]
+            by = f" ({', '.join(f'`{m}`' for m in users)})" if users else ""
+            parts.append(table(task.generation_schema, "####", (
+                "The task's generation settings (`generation_schema`): part of its `evaluation:`, and of the "
+                f"`options:` of methods that decode with a teacher{by}.")))
+        if task.noise_schema is not None:
+            parts.append(table(task.noise_schema, "####", (
+                "The noise of the task's `perturb` (`noise_schema`), for methods that train on perturbed inputs.")))
 
     parts += ["## Methods", "", "A stage's `method:` picks one of these method plugins.", ""]
     for name, method in sorted(registry.methods.items()):
         needs = ", ".join(f"`{c}`" for c in sorted(method.requires)) or "none"
-        teacher = "required" if method.needs_teacher else "none"
         parts += [f"### Method `{name}`", "", f"{method.description}.", "",
-                  f"Teacher: {teacher}. Task capabilities needed: {needs}.", ""]
+                  f"{teachers_line(method)} Task capabilities needed: {needs}.", ""]
         parts.append(table(method.options_schema, "####", f"The `options:` of a `{name}` stage."))
+        for task_name, task in sorted(registry.tasks.items()):
+            added = task_options(method, task)
+            if added:
+                parts += [f"#### `{name}` options from the `{task_name}` task", "",
+                          f"With `name: {task_name}`, the same `options:` also take these settings of the task:", "",
+                          *field_rows(added), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
