@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import alternating_speed
+from benchmarks.common import alternating_speed, translation_speed
 from seqkd.engine import Engine, count_parameters, load_trained_model
 from seqkd.recipe import load_recipe
 
@@ -34,7 +34,7 @@ def main() -> None:
         if (engine.stage_dir(s.name) / "model.pt").exists()
     }
     speeds = alternating_speed(
-        models, lambda model: len(sources) / engine.task().translate(model, sources, recipe.only_task().evaluation)[1], args.rounds
+        models, translation_speed(engine.task(), sources, recipe.only_task().evaluation), args.rounds
     )
     first = next(iter(speeds.values()))
     print(f"{len(sources)} test sentences, beam {recipe.only_task().evaluation.beam_size}, {torch.get_num_threads()} threads, "

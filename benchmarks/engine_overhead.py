@@ -20,14 +20,14 @@ import torch
 
 from benchmarks.common import Timer, quickstart
 from seqkd.method import NoOptions
-from seqkd.trainer import MyleLR, Trainer
+from seqkd.trainer import Trainer, build_optimizer, build_scheduler
 from seqkd_plugins.supervised import Supervised
 
 
 def hand_loop(task, model, cfg) -> int:
     """The smallest loop that does the same work per step."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    sched = MyleLR(opt, num_warmup_steps=cfg.warmup_steps)
+    opt = build_optimizer(list(model.parameters()), cfg)
+    sched = build_scheduler(opt, cfg)
     batches = iter(task.train_reader(cfg.max_tokens, cfg.seed))
     model.train()
     tokens = 0
@@ -44,7 +44,7 @@ def hand_loop(task, model, cfg) -> int:
 
 
 def seqkd_loop(task, model, cfg, folder: Path) -> None:
-    method = Supervised(NoOptions(), task, model, None, cfg.label_smoothing)
+    method = Supervised(NoOptions(), task, model, [], cfg.label_smoothing)
     Trainer(method=method, task=task, student=model, config=cfg, stage_dir=folder,
             device=torch.device("cpu"), label="bench").run()
 

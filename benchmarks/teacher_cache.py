@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Timer, quickstart
-from seqkd.method import StageContext
-from seqkd.tasks.base import GenerationSettings
+from seqkd.fileio import atomic_write_text
+from seqkd.method import StageContext, Teacher
 from seqkd.teacher_outputs import build_topk
 from seqkd.trainer import Trainer
 from seqkd_plugins.word_kd import WordKD, WordKDOptions
@@ -42,16 +42,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         recipe, engine = quickstart(Path(tmp), f"task.data.max_train_pairs={args.pairs}")
-        task = engine.task
+        task = engine.task()
         schema = task.model_schema
         torch.manual_seed(0)
         teacher = task.build_model(schema(**TEACHER)).eval()
         student_init = task.build_model(schema(**STUDENT))
-        context = StageContext(cache_dir=Path(tmp) / "cache", teacher_id="benchmark", max_tokens=4096,
-                               device=torch.device("cpu"), rebuild=False, log=lambda _: None)
+        context = StageContext(cache_dir=Path(tmp) / "cache", teacher_ids=["benchmark"], max_tokens=4096,
+                               device=torch.device("cpu"), rebuild=False, log=lambda _: None, write_text=atomic_write_text)
 
         with Timer() as build:
-            artifact = build_topk(task, teacher, context, k=8, temperature=1.0)
+            artifact = build_topk(task, Teacher.from_model(teacher), context, k=8, temperature=1.0)
         tokens = sum(int(artifact.shard(i).arrays["offsets"][-1]) for i in range(len(artifact.manifest["shards"])))
         per_token = artifact.nbytes() / tokens
         full_row = task.vocab_size * 2
@@ -65,7 +65,7 @@ def main() -> None:
         for r in range(args.rounds):
             for source in ("online", "cache") if r % 2 == 0 else ("cache", "online"):
                 student = copy.deepcopy(student_init)
-                method = WordKD(WordKDOptions(teacher_source=source), task, student, teacher, cfg.label_smoothing)
+                method = WordKD(WordKDOptions(teacher_source=source), task, student, [Teacher.from_model(teacher)], cfg.label_smoothing)
                 method.prepare(context)
                 trainer = Trainer(method=method, task=task, student=student, config=cfg,
                                   stage_dir=Path(tmp) / f"{source}{r}", device=torch.device("cpu"), label=source)
@@ -81,7 +81,7 @@ def main() -> None:
         n = min(args.generate, task.num_examples("train"))
         for beam in (1, 4):
             with Timer() as t:
-                task.generate(teacher, "train", 0, n, GenerationSettings(beam_size=beam, batch_size=128))
+                task.generate(teacher, "train", 0, n, task.generation_schema(beam_size=beam, batch_size=128), nbest=1)
             print(f"3. seq-KD generation, 6-6 teacher, beam {beam}: {n / t.seconds:.1f} sentences/s ({n} sources)")
 
 

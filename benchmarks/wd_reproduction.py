@@ -14,7 +14,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from benchmarks.common import REPO, alternating_speed
+from benchmarks.common import REPO, alternating_speed, translation_speed
 from benchmarks.seeds import mean_std, run_seeds, table
 from seqkd.engine import Engine, load_trained_model
 
@@ -40,7 +40,7 @@ def main() -> None:
         shape: load_trained_model(engine.task(), engine.stage_dir(runs.reports[stage][0].name) / "model.pt")[0]
         for shape, stage in shapes.items()
     }
-    speed = alternating_speed(models, lambda m: len(sources) / engine.task().translate(m, sources, evaluation)[1], args.rounds)
+    speed = alternating_speed(models, translation_speed(engine.task(), sources, evaluation), args.rounds)
 
     def mean(stage: str, metric: str) -> float:
         return statistics.mean(runs.values(stage, metric))

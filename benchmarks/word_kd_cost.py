@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Timer, quickstart
+from seqkd.method import Teacher
 from seqkd.trainer import Trainer
 
 
@@ -37,8 +38,8 @@ def main() -> None:
         for r in range(args.rounds):
             for stage in (base_stage, kd_stage):
                 student = copy.deepcopy(init)
-                method = stage.method(stage.options, engine.task(), student,
-                                      teacher if stage.method.needs_teacher else None, cfg.label_smoothing)
+                teachers = [Teacher.from_model(teacher)] if stage.teachers else []
+                method = stage.method(stage.options, engine.task(), student, teachers, cfg.label_smoothing)
                 trainer = Trainer(method=method, task=engine.task(), student=student, config=cfg,
                                   stage_dir=Path(tmp) / f"{stage.name}{r}", device=torch.device("cpu"), label=stage.name)
                 with Timer() as t:

@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # errors a user can act on are printed without a traceback
         from seqkd.errors import SeqkdError
 
-        if isinstance(exc, (SeqkdError, FileNotFoundError)):
+        if isinstance(exc, (SeqkdError, OSError)):  # OSError: a file or device problem the message names
             from seqkd import distributed
 
             print(f"error{distributed.label()}: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seqkd.errors import SeqkdError
 from seqkd.method import Method
@@ -33,6 +33,13 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dir: str = Field("runs/{recipe}", description="Run folder, relative to the working directory; {recipe} is the recipe file's stem.")
+
+    @field_validator("dir")
+    @classmethod
+    def _only_recipe_placeholder(cls, value: str) -> str:
+        if re.search(r"[{}]", value.replace("{recipe}", "")):
+            raise ValueError(f"{value!r}: the only placeholder is {{recipe}} (the recipe file's stem); other braces are not allowed")
+        return value
 
 
 class TeacherEntry(BaseModel):
@@ -322,6 +329,30 @@ def _validate(schema: type[BaseModel], data: Any, prefix: Loc, problems: list[Pr
 # -- overrides ----------------------------------------------------------------------------------
 
 
+def _override_value(override: str, value: str) -> Any:
+    try:
+        return yaml.load(value, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"override {override!r}: the value is not valid YAML ({problem}); quote it to pass a string") from None
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key]}); only one value can count",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def apply_override(raw: dict[str, Any], override: str) -> Loc:
     """Apply ``a.b.c=value`` (value parsed as YAML) to the raw recipe; list items by index or name."""
     if "=" not in override:
@@ -341,13 +372,13 @@ def apply_override(raw: dict[str, Any], override: str) -> Loc:
                 raise ValueError(f"override {override!r}: no list item {part!r} (items: {names})")
             loc.append(index)
             if last:
-                node[index] = yaml.safe_load(value)
+                node[index] = _override_value(override, value)
             else:
                 node = node[index]
         elif isinstance(node, dict):
             loc.append(part)
             if last:
-                node[part] = yaml.safe_load(value)
+                node[part] = _override_value(override, value)
             else:
                 node = node.setdefault(part, {})
         else:
@@ -362,16 +393,20 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     path = Path(path)
     registry = registry or get_registry()
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        message = f"not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start}); a recipe is YAML text"
+        raise RecipeError(path, [Problem((), message)], {}, set()) from None
     except OSError as exc:
         raise RecipeError(path, [Problem((), f"cannot read recipe: {exc.strerror}")], {}, set()) from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)
         lines = _yaml_lines(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
-        raise RecipeError(path, [Problem((), f"not valid YAML: {exc}")], {(): line}, set()) from exc
+        raise RecipeError(path, [Problem((), f"not valid YAML: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}")], {(): line}, set()) from exc
     if not isinstance(raw, dict):
         raise RecipeError(path, [Problem((), "a recipe must be a YAML mapping")], lines, set())
     overridden: set[Loc] = set()
@@ -379,7 +414,7 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
         for override in overrides:
             overridden.add(apply_override(raw, override))
     except ValueError as exc:
-        raise RecipeError(path, [Problem((), str(exc))], lines, set()) from exc
+        raise RecipeError(path, [Problem((), str(exc))], lines, {()}) from None
 
     def fail(problems: list[Problem]) -> RecipeError:
         return RecipeError(path, problems, lines, overridden)

@@ -48,7 +48,11 @@ def _same_key_elsewhere(folder: Path, parts: dict[str, str]) -> Path | None:
     """A finished artifact of the same name and key built by another stage of this run."""
     key = make_key(parts)
     for other in sorted(folder.parent.parent.glob(f"*/{folder.name}/{MANIFEST}")):
-        if other.parent != folder and json.loads(other.read_text()).get("key") == key:
+        try:
+            found = json.loads(other.read_text()).get("key") == key
+        except (ValueError, OSError, AttributeError):  # a damaged manifest is no candidate
+            continue
+        if other.parent != folder and found:
             return other.parent
     return None
 

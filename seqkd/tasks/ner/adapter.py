@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from seqkd.errors import DataError
+from seqkd.fileio import atomic_write_text, read_json
 from seqkd.hashing import file_sha256
 from seqkd.tasks.base import CRFOutput, TargetSet, TaskAdapter
 from seqkd.tasks.ner.batching import EpochReader, Example, NERBatch, budget_batches
@@ -137,8 +138,8 @@ class NERTask(TaskAdapter):
             kinds = sorted({t[2:] for items in splits.values() for s in items for t in s.tags if t != "O"})
             prefixes = "BIES" if self.config.tag_scheme == "BIOES" else "BI"
             tags = ["O"] + [f"{p}-{k}" for k in kinds for p in prefixes]
-            self._vocab_path.write_text(json.dumps({"words": words, "tags": tags}) + "\n")
-        self._vocab = json.loads(self._vocab_path.read_text())
+            atomic_write_text(self._vocab_path, json.dumps({"words": words, "tags": tags}) + "\n")
+        self._vocab = read_json(self._vocab_path, "NER vocabulary", fix="remove it; the next run builds it again")
         self._word_ids = {w: i for i, w in enumerate(self._vocab["words"])}
         self._tag_ids = {t: i for i, t in enumerate(self._vocab["tags"])}
 

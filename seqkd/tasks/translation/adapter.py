@@ -47,6 +47,7 @@ class TranslationTask(TaskAdapter):
         self._pairs: dict[str, list[Pair]] | None = None
         self._encoded: dict[str, list[Example]] = {}
         self._vocab = None
+        self._data_digest: str | None = None
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -108,12 +109,21 @@ class TranslationTask(TaskAdapter):
             raise DataError(f"{path}: {len(lines)} lines, but the {split} split has {expected} pairs; a view needs one line per pair")
         return lines[: len(self.pairs()[split])]
 
+    def _data_fingerprint(self) -> str:
+        """The config and the parallel data: what the vocabulary depends on (views do not)."""
+        if self._data_digest is None:
+            h = hashlib.sha256(self.config.model_dump_json().encode())
+            for path in self._files():
+                if not path.exists():
+                    raise DataError(f"{path}: no such file")
+                h.update(file_sha256(path).encode())
+            self._data_digest = h.hexdigest()[:16]
+        return self._data_digest
+
     def compute_fingerprint(self) -> str:
-        h = hashlib.sha256(self.config.model_dump_json().encode())
-        for path in self._files():
-            if not path.exists():
-                raise DataError(f"{path}: no such file")
-            h.update(file_sha256(path).encode())
+        if not self.views:
+            return self._data_fingerprint()
+        h = hashlib.sha256(self._data_fingerprint().encode())
         for view in sorted(self.views):
             h.update(view.encode())
             for split in SPLITS:
@@ -122,7 +132,7 @@ class TranslationTask(TaskAdapter):
 
     @property
     def _vocab_path(self) -> Path:
-        return self.workdir / f"spm-{self.fingerprint()}.model"
+        return self.workdir / f"spm-{self._data_fingerprint()}.model"
 
     def prepare(self) -> None:
         pairs = self.pairs()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
+
+from seqkd.fileio import atomic_write_bytes
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -32,9 +33,7 @@ def train_vocabulary(sentences: Iterable[str], path: Path, vocab_size: int, mode
         num_threads=1,  # deterministic: one vocabulary per data hash
         minloglevel=2,
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, model.getvalue())
 
 
 def load_vocabulary(path: Path) -> spm.SentencePieceProcessor:
