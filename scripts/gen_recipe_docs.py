@@ -196,9 +196,10 @@ matching hash (re-evaluating only if its evaluation settings changed, rewriting 
 they or the splits changed) and resumes an unfinished one from its last checkpoint, so an
 interrupted run continues where it stopped, and a teacher trained once serves every recipe that
 has the same teacher stage and `output.dir`. A folder that holds a stage of another configuration
-is refused; pass `--force` to replace it, or set another `output.dir`. Checkpoints written before
-plugin API 2 do not resume: retrain those stages (`--force`). `seqkd run --stage NAME` runs only
-the named stages (their teachers must be finished).
+is refused; pass `--force` to replace it, or set another `output.dir`. Run folders written before
+plugin API 2 are neither reused nor resumed (their stage hashes and checkpoints changed): retrain
+them with `--force`. `seqkd run --stage NAME` runs only the named stages (their teachers must be
+finished).
 """
 
 
