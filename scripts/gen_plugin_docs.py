@@ -12,13 +12,11 @@ whatever ``SEQKD_PLUGINS`` says, so the page does not depend on what else happen
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
 import sys
 from pathlib import Path
 
 from seqkd.hookspecs import PLUGIN_API_VERSION
-from seqkd.plugins import ALLOW_LIST_ENV, BUILT_IN, ENTRY_POINT_GROUP, KNOWN_PLUGINS, Registry, load_plugins
+from seqkd.plugins import KNOWN_PLUGINS, Registry, built_in_registry
 from seqkd.tasks.base import CAPABILITIES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
@@ -61,17 +59,6 @@ def cell(text: str) -> str:
 
 def codes(names) -> str:
     return ", ".join(f"`{n}`" for n in sorted(names)) or "-"
-
-
-def built_in_registry() -> Registry:
-    """seqkd's own plugins alone, loaded with no ``SEQKD_PLUGINS`` restriction."""
-    own = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist is not None and ep.dist.name == BUILT_IN]
-    saved = os.environ.pop(ALLOW_LIST_ENV, None)
-    try:
-        return load_plugins(own)
-    finally:
-        if saved is not None:
-            os.environ[ALLOW_LIST_ENV] = saved
 
 
 def teacher_count(accepted: tuple[int, int | None]) -> str:

@@ -11,10 +11,8 @@ page does not depend on what else happens to be installed.
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import json
-import os
 import re
 import sys
 import types
@@ -25,7 +23,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from seqkd.plugins import ALLOW_LIST_ENV, BUILT_IN, ENTRY_POINT_GROUP, Registry, load_plugins
+from seqkd.plugins import built_in_registry
 from seqkd.recipe import OutputConfig, RecipeFile, StageConfig
 from seqkd.training_config import TrainingConfig
 
@@ -294,17 +292,6 @@ def nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
     for field in model.model_fields.values():
         walk(field.annotation)
     return found
-
-
-def built_in_registry() -> Registry:
-    """seqkd's own plugins alone, loaded with no ``SEQKD_PLUGINS`` restriction (as in gen_plugin_docs)."""
-    own = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist is not None and ep.dist.name == BUILT_IN]
-    saved = os.environ.pop(ALLOW_LIST_ENV, None)
-    try:
-        return load_plugins(own)
-    finally:
-        if saved is not None:
-            os.environ[ALLOW_LIST_ENV] = saved
 
 
 def teachers_line(method: type) -> str:

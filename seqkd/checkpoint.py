@@ -31,11 +31,11 @@ def atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, f)
 
 
-def safe_load(path: Path) -> Any:
+def safe_load(path: Path, mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)``. A refused pickle is reported without PyTorch's advice to
     load with ``weights_only=False``: for a file seqkd did not write that advice runs its code."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain values; seqkd loads such files weights-only "
@@ -63,8 +63,9 @@ def save_model(
     )
 
 
-def load_model_file(path: Path) -> dict[str, Any]:
-    data = safe_load(path)
+def load_model_file(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A seqkd model file; with ``mmap`` its tensors stay on disk until read (to check its header)."""
+    data = safe_load(path, mmap=mmap)
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path}: not a seqkd model file (expected format {MODEL_FORMAT!r})")
     return data

@@ -238,10 +238,9 @@ def add_cache_commands(sub) -> None:
         "cache",
         help="teacher-output caches: build | info | verify | clean",
         description=(
-            "Teacher outputs (n-best beams for seq_kd, top-k log-probabilities for word_kd with "
-            "teacher_source: cache) are built once per stage into <output.dir>/_cache/<stage>/ and read "
-            "by every later run. A cache is keyed by the teacher checkpoint, the decode/top-k settings, "
-            "the vocabulary and the data; a cache whose key does not match is refused, naming what changed."
+            "Teacher outputs that methods cache are built once per stage into <output.dir>/_cache/<stage>/ "
+            "and read by every later run. A cache is keyed by every teacher's model file, the method's "
+            "settings, the vocabulary and the data; a cache whose key does not match is refused, naming what changed."
         ),
     )
     commands = cache.add_subparsers(dest="cache_command", required=True)

@@ -67,21 +67,28 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def check_model_file(task: TaskAdapter, path: Path, *, same_output_space: bool = True, mmap: bool = False) -> dict[str, Any]:
+    """The model file's contents, refused if it cannot serve ``task`` (with the task's vocabulary /
+    tag set, where ``same_output_space``); ``mmap`` reads only what the check needs."""
+    data = load_model_file(path, mmap=mmap)
+    if data["task"] != task.name:
+        raise CheckpointError(f"{path}: a {data['task']!r} model cannot serve the {task.name!r} task")
+    if same_output_space and data["vocabulary"] != task.vocabulary_id():
+        raise CheckpointError(
+            f"{path}: the model's vocabulary ({data['vocabulary']}) differs from this recipe's "
+            f"({task.vocabulary_id()}); teacher and student must share one vocabulary for this method"
+        )
+    return data
+
+
 def load_trained_model(task: TaskAdapter, path: Path, *, same_output_space: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a model from a seqkd model file (weights only) for ``task``, with its output space.
 
     With ``same_output_space`` the model must have the task's vocabulary / tag set; otherwise it is
     rebuilt over the output space its file records (a teacher trained on other labels).
     """
-    data = load_model_file(path)
-    if data["task"] != task.name:
-        raise CheckpointError(f"{path}: a {data['task']!r} model cannot serve the {task.name!r} task")
+    data = check_model_file(task, path, same_output_space=same_output_space)
     space = data.get("output_space") or {"vocabulary": data["vocabulary"]}
-    if same_output_space and data["vocabulary"] != task.vocabulary_id():
-        raise CheckpointError(
-            f"{path}: the model's vocabulary ({data['vocabulary']}) differs from this recipe's "
-            f"({task.vocabulary_id()}); teacher and student must share one vocabulary for this method"
-        )
     try:
         config = task.model_schema.model_validate(data["model_config"])
         model = task.build_model(config, None if same_output_space else space)
@@ -197,6 +204,9 @@ class Engine:
             if not path.exists():
                 hint = f"run stage {label!r} first" if not path.is_absolute() or self.stage_dir(label) in path.parents else "check the path"
                 raise StageConflict(f"stage {stage.name!r}: its {role} {path} is not trained yet; {hint}")
+        task = self.task(stage.task)
+        for ref in stage.teachers:  # refused now rather than at the first step that reads the teacher
+            check_model_file(task, self._teacher_file(ref), same_output_space=stage.method.same_output_space, mmap=True)
 
     def _claim(self, stage: Stage, folder: Path) -> dict[str, Any] | None:
         """Return the stage's existing status if it may be reused or resumed; refuse a stranger's folder."""

@@ -60,7 +60,8 @@ class Teacher:
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            model, self._output_space = self._load()
+            with torch.random.fork_rng():  # building it must not move the training's random stream
+                model, self._output_space = self._load()
             model.eval()  # a method may switch it to train mode (teacher dropout, MC dropout)
             model.requires_grad_(False)
             self._model = model

@@ -437,3 +437,15 @@ def reset_registry() -> None:
     """Forget the loaded registry (after the environment or installed packages changed)."""
     global _registry
     _registry = None
+
+
+def built_in_registry() -> Registry:
+    """seqkd's own plugins alone, whatever else is installed and whatever ``SEQKD_PLUGINS`` says
+    (for pages generated from the built-ins)."""
+    own = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist is not None and ep.dist.name == BUILT_IN]
+    saved = os.environ.pop(ALLOW_LIST_ENV, None)
+    try:
+        return load_plugins(own)
+    finally:
+        if saved is not None:
+            os.environ[ALLOW_LIST_ENV] = saved

@@ -288,7 +288,10 @@ def _unknown_plugin(kind: str, name: object, registry: Registry) -> str:
         message += f"; {kind}s come from plugins: `seqkd plugins` lists the installed ones"
     allowed = allow_list()
     if allowed is not None:
-        message += f" (SEQKD_PLUGINS is set and loads only: {', '.join(sorted(allowed)) or 'nothing'})"
+        message += f" (SEQKD_PLUGINS is set and loads only: {', '.join(sorted(allowed)) or 'nothing'}"
+        if registry.unmatched:
+            message += f"; of these, no installed plugin is called {', '.join(registry.unmatched)}"
+        message += ")"
     return message
 
 
@@ -517,7 +520,8 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
                     f"method {sc.method!r} needs capability {', '.join(sorted(missing))} that task {spec.cls.name!r} "
                     f"does not offer (it offers: {', '.join(sorted(spec.cls.capabilities))})")))
             student = models.get(sc.model)
-            teacher_models = [models.get(roles.get(t.stage, "")) for t in teachers if t.stage is not None]
+            # configs known before training: teachers from stages (a model file's is read at run time)
+            teacher_models = [models.get(roles.get(t.stage, "")) if t.stage is not None else None for t in teachers]
             if not missing and student is not None and teacher_models and None not in teacher_models:
                 why = method_cls.check_models(spec.cls, student, teacher_models)
                 if why:

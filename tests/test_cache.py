@@ -190,3 +190,20 @@ def test_cache_commands(trained_run, tmp_path, capsys):
     victim.write_bytes(victim.read_bytes()[:-4])
     assert main(["cache", "verify", str(copy)]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_a_teacher_whose_outputs_are_cached_is_never_loaded(tiny_task_and_teacher, tmp_path, monkeypatch):
+    task, teacher = tiny_task_and_teacher
+    monkeypatch.setattr(task, "num_examples", lambda split: 40)
+    build_topk(task, Teacher.from_model(teacher), context(tmp_path), k=8, temperature=1.0)
+
+    def never():
+        raise AssertionError("the teacher was loaded")
+
+    lazy = Teacher("teacher", "teacher-a", never)
+    student = task.build_model(task.model_schema(encoder_layers=1, decoder_layers=1, encoder_dim=32,
+                                                 encoder_ffn_dim=64, encoder_heads=4))
+    method = WordKD(WordKDOptions(teacher_source="cache", top_k=8), task, student, [lazy], 0.1)
+    method.prepare(context(tmp_path))
+    assert method.loss(task.indexed_batches("train", 0, 40, 4096)[0], 0).loss.isfinite()
+    assert not lazy.loaded

@@ -124,17 +124,22 @@ class Interrupt(Exception):
     pass
 
 
-def test_a_method_module_is_trained_checkpointed_and_resumed_bit_identically(trained_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["projected_hidden", "word_kd"])
+def test_a_killed_run_resumes_bit_identically(trained_run, tmp_path, monkeypatch, method):
+    """``projected_hidden`` owns a trainable module and state; ``word_kd`` loads its teacher at the
+    first step, which must not move the random stream that the student's dropout draws from."""
+    from seqkd_plugins.word_kd import WordKD
+
     def recipe_at(out: Path) -> Path:
-        r = tiny_recipe(out, stages=[{"name": "student", "method": "projected_hidden", "model": "student",
+        r = tiny_recipe(out, stages=[{"name": "student", "method": method, "model": "student",
                                       "teacher_checkpoint": str(teacher_file(trained_run))}])
-        r["task"]["data"]["max_train_pairs"] = 600
         r["training"].update(max_steps=40, checkpoint_every=20, validate_every=20, log_every=20)
         r["evaluation"]["max_sentences"] = 20
         return write_recipe(tmp_path / f"{out.name}.yaml", r)
 
     Engine(load(recipe_at(tmp_path / "straight"))).run()
-    original = contract_methods.ProjectedHidden.loss
+    cls = contract_methods.ProjectedHidden if method == "projected_hidden" else WordKD
+    original = cls.loss
     calls = {"n": 0}
 
     def dying(self, batch, step):
@@ -143,19 +148,20 @@ def test_a_method_module_is_trained_checkpointed_and_resumed_bit_identically(tra
             raise Interrupt()
         return original(self, batch, step)
 
-    monkeypatch.setattr(contract_methods.ProjectedHidden, "loss", dying)
+    monkeypatch.setattr(cls, "loss", dying)
     with pytest.raises(Interrupt):
         Engine(load(recipe_at(tmp_path / "resumed"))).run()
-    monkeypatch.setattr(contract_methods.ProjectedHidden, "loss", original)
+    monkeypatch.setattr(cls, "loss", original)
     Engine(load(recipe_at(tmp_path / "resumed"))).run()
 
     a, b = (safe_load(tmp_path / run / "student" / "checkpoints" / "last.pt") for run in ("straight", "resumed"))
-    assert a["method_state"] == b["method_state"] == {"calls": 40}
-    assert set(a["method_modules"]) == {"proj.weight", "proj.bias"}
-    for part in ("student", "method_modules"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert all(torch.equal(a["student"][k], b["student"][k]) for k in a["student"])
+    if method == "projected_hidden":
+        assert a["method_state"] == b["method_state"] == {"calls": 40}
+        assert set(a["method_modules"]) == {"proj.weight", "proj.bias"}
+        assert all(torch.equal(a["method_modules"][k], b["method_modules"][k]) for k in a["method_modules"])
     model = safe_load(tmp_path / "resumed" / "student" / "model.pt")["state_dict"]
-    assert not any("proj" in k for k in model)  # the method's module is not part of the student
+    assert set(model) == set(a["student"])  # the method's module is not part of the student's model file
 
 
 def test_an_untrained_teacher_is_refused_before_the_stage_folder_is_claimed(tmp_path):

@@ -98,6 +98,7 @@ def small(tmp_path: Path) -> Path:
 
 def test_a_full_disk_at_a_stage_start_leaves_nothing_that_blocks_the_next_run(tmp_path, capsys, monkeypatch):
     path = small(tmp_path)
+    Engine(load_recipe(path)).task()  # the vocabulary exists: the first write of the run is its stage.json
     real = os.fsync
     calls = {"n": 0}
 
@@ -121,18 +122,18 @@ def test_damaged_files_of_a_finished_run(tmp_path, capsys):
     folder = tmp_path / "run" / "student"
     (folder / "report.json").write_text("")  # a report that cannot be read is redone
     assert cli(capsys, "run", str(path))[0] == 0 and (folder / "report.json").read_text().strip()
+    source = tmp_path / "in.en"
+    source.write_bytes(b"caf\xe9\n")
+    code, err = cli(capsys, "translate", str(path), "--stage", "student", "--input", str(source))
+    assert code == 2 and f"{source}:1: not valid UTF-8 (byte 0xe9 at column 4)" in err
     model = folder / "model.pt"
     data = torch.load(model, weights_only=True)
     data["model_config"]["encoder_dim"] = 64
     torch.save(data, tmp_path / "other.pt")
     os.replace(tmp_path / "other.pt", model)
-    source = tmp_path / "in.en"
     source.write_text("In the beginning\n")
     code, err = cli(capsys, "translate", str(path), "--stage", "student", "--input", str(source))
     assert code == 2 and "its model config and weights do not fit" in err
-    source.write_bytes(b"caf\xe9\n")
-    code, err = cli(capsys, "translate", str(path), "--stage", "student", "--input", str(source))
-    assert code == 2 and f"{source}:1: not valid UTF-8 (byte 0xe9 at column 4)" in err
     (folder / "stage.json").write_text("{")
     code, err = cli(capsys, "run", str(path))
     assert code == 2 and "stage.json: the stage status is not valid JSON" in err and "--force" in err

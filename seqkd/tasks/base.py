@@ -203,7 +203,8 @@ class TaskAdapter(ABC):
 
     @abstractmethod
     def eval_inputs(self, split: str, options: BaseModel) -> list[Any]:
-        """The inputs of every example of ``split`` in data order (the first ``max_sentences``)."""
+        """The inputs of every example of ``split`` in data order (the engine takes the first
+        ``max_sentences`` for an evaluation, all of them for a stage's ``outputs:``)."""
 
     @abstractmethod
     def predict(self, model: torch.nn.Module, inputs: list[Any], options: BaseModel) -> list[Any]:

@@ -247,7 +247,7 @@ class NERTask(TaskAdapter):
         return [tags[: len(s)] if s else [] for tags, s in zip(out, sentences)]
 
     def eval_inputs(self, split: str, options: NEREvaluation) -> list[list[str]]:
-        return [s.tokens for s in self.sentences()[split][: options.max_sentences]]
+        return [s.tokens for s in self.sentences()[split]]
 
     def predict(self, model: torch.nn.Module, inputs: list[list[str]], options: NEREvaluation) -> list[list[str]]:
         return self.tag(model, inputs, options.batch_size)

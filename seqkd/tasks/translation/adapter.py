@@ -305,8 +305,8 @@ class TranslationTask(TaskAdapter):
         if options.view is not None:
             if options.view not in self.views:
                 raise DataError(f"evaluation.view {options.view!r} is not an input view of this task (views: {', '.join(sorted(self.views)) or 'none'})")
-            return self.view_lines(options.view, split)[: options.max_sentences]
-        return [p.source for p in self.pairs()[split][: options.max_sentences]]
+            return self.view_lines(options.view, split)
+        return [p.source for p in self.pairs()[split]]
 
     def predict(self, model: torch.nn.Module, inputs: list[str], options: TranslationEvaluation) -> list[str]:
         return self.translate(model, [line.strip() for line in inputs], options)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from seqkd.errors import DataError
 from seqkd.runtime import ensure_fairseq2
 
 ensure_fairseq2()
@@ -45,7 +46,10 @@ class TranslationBatch:
         if view is None:
             return self.source, self.source_layout()
         if view not in self.views:
-            raise KeyError(f"the batch has no input view {view!r} (it has: {', '.join(sorted(self.views)) or 'none'})")
+            raise DataError(
+                f"the batch has no input view {view!r} (it has: {', '.join(sorted(self.views)) or 'none'}); "
+                "a task's views come from `reads:` in its recipe section"
+            )
         tokens, lens = self.views[view]
         return tokens, BatchLayout(tuple(tokens.shape), lens, device=tokens.device)
 
