@@ -16,12 +16,12 @@ original_loss = Supervised.loss
 calls = 0
 
 
-def failing_loss(self, batch):
+def failing_loss(self, batch, step):
     global calls
     calls += 1
     if os.environ["RANK"] == os.environ["FAIL_RANK"] and calls == int(os.environ["FAIL_STEP"]):
         raise RuntimeError(f"injected failure on rank {os.environ['RANK']} at step {calls}")
-    return original_loss(self, batch)
+    return original_loss(self, batch, step)
 
 
 Supervised.loss = failing_loss

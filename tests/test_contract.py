@@ -181,6 +181,8 @@ def test_changed_evaluation_reruns_evaluation_only(trained_run):
     again = {x.name: x for x in Engine(load_recipe(path, ["evaluation.max_sentences=40"])).run(only=["word_kd"])}
     assert again["word_kd"].reused and again["word_kd"].metrics["sentences"] == 40
     assert model.stat().st_mtime_ns == before
+    restored = {x.name: x for x in Engine(load_recipe(path)).run(only=["word_kd"])}  # for the tests that read it
+    assert restored["word_kd"].metrics["sentences"] == 150
 
 
 def small_run(tmp_path: Path, **training) -> Path:
@@ -257,3 +259,13 @@ def test_perturb_is_reproducible_from_the_generator(trained_run):
     assert not torch.equal(a.source[:, : batch.source.shape[1]], batch.source[:, : a.source.shape[1]])
     assert all(a.source[i, n - 1].item() == EOS and 1 < n <= batch.source_lens[i] for i, n in enumerate(a.source_lens))
     assert torch.equal(a.target_out, batch.target_out)  # only the inputs change
+
+
+def test_the_corpus_is_hashed_once_per_run(tmp_path, monkeypatch):
+    import seqkd.tasks.translation.adapter as adapter
+
+    real, calls = adapter.file_sha256, []
+    monkeypatch.setattr(adapter, "file_sha256", lambda path: calls.append(path) or real(path))
+    path = small_run(tmp_path)
+    Engine(load_recipe(path)).run()
+    assert len(calls) == 1  # one corpus file, however many times the stage's hash and caches ask
