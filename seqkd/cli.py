@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 import seqkd
-from seqkd.plugins import get_registry
+from seqkd.plugins import CORE_COMMANDS, get_registry
 
 
 def _recipes_root() -> Path:
@@ -264,7 +264,9 @@ def add_cache_commands(sub) -> None:
     p.set_defaults(func=cmd_cache_clean)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the tasks' own commands are added unless ``argv`` names a core command, so
+    `seqkd run --nproc N` starts torchrun without loading every plugin first."""
     parser = argparse.ArgumentParser(prog="seqkd", description="Distil sequence models: teachers into small, fast students.")
     parser.add_argument("--version", action="version", version=f"seqkd {seqkd.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -300,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
     add_cache_commands(sub)
+    wanted = next((a for a in argv or [] if not a.startswith("-")), None)
+    if wanted in CORE_COMMANDS:
+        return parser
     for command in sorted(get_registry().commands.values(), key=lambda c: c.name):  # the tasks' own commands
         p = sub.add_parser(command.name, help=command.help)
         command.add_arguments(p)
@@ -308,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start the same command under torchrun
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    args.argv = argv  # to start the same command under torchrun
     if getattr(args, "overrides", None) is None:
         args.overrides = []
     try:
