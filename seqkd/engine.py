@@ -161,7 +161,11 @@ class Engine:
     def _locked(self):
         """Hold the output folder's lock (rank 0) while stages run."""
         lock = FolderLock(self.recipe.output_dir) if distributed.is_main() else None
-        distributed.on_main(lambda: lock.acquire() and None)
+
+        def acquire() -> None:  # the other ranks wait, and fail with rank 0 if the folder is taken
+            lock.acquire()
+
+        distributed.on_main(acquire)
         try:
             yield
         finally:
@@ -197,12 +201,12 @@ class Engine:
 
     def _check_inputs(self, stage: Stage) -> None:
         """Refuse a stage whose teachers or starting point are not trained, before touching its folder."""
-        needed = [(t.label, self._teacher_file(t), "teacher") for t in stage.teachers]
+        needed = [(t.stage, self._teacher_file(t), "teacher") for t in stage.teachers]
         if stage.init:
             needed.append((stage.init, self.stage_dir(stage.init) / "model.pt", "starting point"))
-        for label, path, role in needed:
+        for source, path, role in needed:
             if not path.exists():
-                hint = f"run stage {label!r} first" if not path.is_absolute() or self.stage_dir(label) in path.parents else "check the path"
+                hint = f"run stage {source!r} first" if source else "the model file is gone; check the path"
                 raise StageConflict(f"stage {stage.name!r}: its {role} {path} is not trained yet; {hint}")
         task = self.task(stage.task)
         for ref in stage.teachers:  # refused now rather than at the first step that reads the teacher
