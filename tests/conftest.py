@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,27 @@ def trained_run(tmp_path_factory):
     path = write_recipe(root / "tiny.yaml", tiny_recipe(root / "run"))
     reports = Engine(load_recipe(path)).run()
     return path, reports
+
+
+class Interrupt(Exception):
+    """Stands in for a kill in the middle of a training step."""
+
+
+def kill_and_resume(method_cls: type, kill_at: int, run: Callable[[], object], monkeypatch,
+                    after_kill: Callable[[], None] = lambda: None) -> None:
+    """Run ``run`` with ``method_cls.loss`` dying at its ``kill_at``-th call, then run it again whole."""
+    original = method_cls.loss
+    calls = {"n": 0}
+
+    def dying(self, batch, step):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise Interrupt()
+        return original(self, batch, step)
+
+    monkeypatch.setattr(method_cls, "loss", dying)
+    with pytest.raises(Interrupt):
+        run()
+    after_kill()
+    monkeypatch.setattr(method_cls, "loss", original)
+    run()

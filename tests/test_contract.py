@@ -16,7 +16,7 @@ from seqkd.engine import Engine, StageConflict
 from seqkd.recipe import RecipeError, load_recipe
 from seqkd.trainer import Trainer
 from tests import contract_methods
-from tests.conftest import tiny_recipe, write_recipe
+from tests.conftest import kill_and_resume, tiny_recipe, write_recipe
 
 SMALL_TEACHER = {"encoder_layers": 1, "decoder_layers": 1, "encoder_dim": 64, "encoder_ffn_dim": 128, "encoder_heads": 4}
 
@@ -120,10 +120,6 @@ def test_two_task_recipes_are_checked(trained_run, tmp_path):
         load(write_recipe(tmp_path / "c.yaml", raw))
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("method", ["projected_hidden", "word_kd"])
 def test_a_killed_run_resumes_bit_identically(trained_run, tmp_path, monkeypatch, method):
     """``projected_hidden`` owns a trainable module and state; ``word_kd`` loads its teacher at the
@@ -139,20 +135,7 @@ def test_a_killed_run_resumes_bit_identically(trained_run, tmp_path, monkeypatch
 
     Engine(load(recipe_at(tmp_path / "straight"))).run()
     cls = contract_methods.ProjectedHidden if method == "projected_hidden" else WordKD
-    original = cls.loss
-    calls = {"n": 0}
-
-    def dying(self, batch, step):
-        calls["n"] += 1
-        if calls["n"] == 27:  # in step 27: the last checkpoint is step 20
-            raise Interrupt()
-        return original(self, batch, step)
-
-    monkeypatch.setattr(cls, "loss", dying)
-    with pytest.raises(Interrupt):
-        Engine(load(recipe_at(tmp_path / "resumed"))).run()
-    monkeypatch.setattr(cls, "loss", original)
-    Engine(load(recipe_at(tmp_path / "resumed"))).run()
+    kill_and_resume(cls, 27, lambda: Engine(load(recipe_at(tmp_path / "resumed"))).run(), monkeypatch)  # checkpoint: step 20
 
     a, b = (safe_load(tmp_path / run / "student" / "checkpoints" / "last.pt") for run in ("straight", "resumed"))
     assert all(torch.equal(a["student"][k], b["student"][k]) for k in a["student"])

@@ -14,7 +14,7 @@ from seqkd.engine import Engine, StageConflict
 from seqkd.recipe import load_recipe
 from seqkd.trainer import TrainingError
 from seqkd_plugins.supervised import Supervised
-from tests.conftest import tiny_recipe, write_recipe
+from tests.conftest import kill_and_resume, tiny_recipe, write_recipe
 
 
 def metrics(stage_dir: Path, kind: str) -> list[dict]:
@@ -61,10 +61,6 @@ def test_folder_of_a_different_config_is_not_overwritten_without_force(trained_r
         Engine(recipe).run()
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     def recipe_at(out: Path) -> Path:
         r = tiny_recipe(out, stages=[{"name": "student", "method": "supervised", "model": "student"}])
@@ -76,21 +72,12 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     Engine(load_recipe(straight)).run()
 
     resumed = recipe_at(tmp_path / "resumed")
-    calls = {"n": 0}
-    original = Supervised.loss
 
-    def dying_loss(self, batch, step):
-        calls["n"] += 1
-        if calls["n"] == 31:  # in step 31: the last checkpoint is step 20
-            raise Interrupt()
-        return original(self, batch, step)
+    def last_checkpoint_is_step_20() -> None:
+        assert safe_load(tmp_path / "resumed" / "student" / "checkpoints" / "last.pt")["step"] == 20
 
-    monkeypatch.setattr(Supervised, "loss", dying_loss)
-    with pytest.raises(Interrupt):
-        Engine(load_recipe(resumed)).run()
-    assert safe_load(tmp_path / "resumed" / "student" / "checkpoints" / "last.pt")["step"] == 20
-    monkeypatch.setattr(Supervised, "loss", original)
-    Engine(load_recipe(resumed)).run()
+    # killed in step 31: the last checkpoint is step 20
+    kill_and_resume(Supervised, 31, lambda: Engine(load_recipe(resumed)).run(), monkeypatch, last_checkpoint_is_step_20)
 
     a, b = tmp_path / "straight" / "student", tmp_path / "resumed" / "student"
     ma, mb = metrics(a, "train"), metrics(b, "train")
