@@ -187,17 +187,37 @@ without `.yaml`.
 
 Each stage runs in `<output.dir>/<stage name>/` (the shared vocabulary lives in
 `<output.dir>/_shared/`, teacher-output caches in `<output.dir>/_cache/<stage name>/`). A stage is
-identified by a hash of its task settings and data files (with the stages whose outputs the task
-reads), method, model, training settings (except `log_every` and `device`), options, every
-teacher's hash and its `init` stage. Running a recipe again reuses every finished stage with a
+identified by a hash of its task settings and the *contents* of its data files (not how their
+paths are written; with the stages whose outputs the task reads), method, model, training settings
+(except `log_every` and `device`), options, every teacher's hash, its `init` stage, and the
+versions of seqkd and of the plugins that provide its task and method (a plugin released under a
+new version retrains rather than reuses; an edited plugin keeps its version, so bump it or use
+`--force-stage`). `stage.json` keeps these parts, so a refusal names each one that differs with
+both values. Running a recipe again reuses every finished stage with a
 matching hash (re-evaluating only if its evaluation settings changed, rewriting `outputs/` only if
 they or the splits changed) and resumes an unfinished one from its last checkpoint, so an
 interrupted run continues where it stopped, and a teacher trained once serves every recipe that
 has the same teacher stage and `output.dir`. A folder that holds a stage of another configuration
-is refused; pass `--force` to replace it, or set another `output.dir`. Run folders written before
+is refused, naming what differs; pass `--force` to replace it, or set another `output.dir`.
+`--force-stage NAME` retrains one stage and keeps the others; `seqkd run --dry-run` prints, per
+stage, whether it would be reused, resumed, trained, retrained or refused, and why, training
+nothing. The claim on a stage's folder is settled before anything (a vocabulary, a cache) is built. Run folders written before
 plugin API 2 are neither reused nor resumed (their stage hashes and checkpoints changed): retrain
 them with `--force`. `seqkd run --stage NAME` runs only the named stages (their teachers must be
 finished).
+
+### Reuse a trained teacher from your own recipe
+
+Two routes, for a teacher trained by another recipe (the quickstart's, say):
+
+1. **Name its model file.** `teacher_checkpoint: ../runs/quickstart/teacher/model.pt` (relative to
+   your recipe) in your student stage. Your recipe needs the same task settings and data, so that
+   the vocabulary is the same (a teacher with another vocabulary is refused before training). Your
+   run folder can be anywhere.
+2. **Share the run folder.** Copy the teacher stage exactly (model, training and task settings;
+   the data may be named by an absolute or another relative path) and set `output.dir` to the other
+   recipe's folder: the stage is reused, and your stages are added beside it. Check with
+   `seqkd run my.yaml --dry-run`, which should say `teacher  reuse`.
 """
 
 

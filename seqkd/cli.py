@@ -153,7 +153,7 @@ def launch_torchrun(args: argparse.Namespace) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    launched = launch_torchrun(args)
+    launched = None if args.dry_run else launch_torchrun(args)
     if launched is not None:
         return launched
     from seqkd import distributed
@@ -161,8 +161,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from seqkd.recipe import load_recipe
 
     recipe = load_recipe(args.file, args.overrides)
+    engine = Engine(recipe, force=args.force, force_stages=args.force_stage)
+    if args.dry_run:
+        plans = engine.plan(args.stage)
+        width = max(len(p.stage) for p in plans)
+        for p in plans:
+            print(f"{p.stage.ljust(width)}  {p.action:<8} {p.reason}")
+        return 2 if any(p.action == "refuse" for p in plans) else 0
     distributed.init()
-    reports = Engine(recipe, force=args.force).run(only=args.stage)
+    reports = engine.run(only=args.stage)
     main = distributed.is_main()
     distributed.finish()
     if not main:  # rank 0 prints the one table
@@ -297,6 +304,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--force", action="store_true", help="replace stage folders of a different configuration")
             p.add_argument("--stage", action="append", help="run only these stages (earlier ones must be done)")
+            p.add_argument("--force-stage", action="append", metavar="STAGE", help="retrain this stage even if its folder could be reused; the others are kept")
+            p.add_argument("--dry-run", action="store_true", help="print, per stage, whether it would be reused, resumed, trained or refused, and why; train nothing")
             add_nproc_option(p)
 
     p = sub.add_parser("recipes", help="list the shipped recipes")

@@ -31,6 +31,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ValidationError
 
+import seqkd
 from seqkd import distributed
 from seqkd.checkpoint import CheckpointError, load_model_file, save_model
 from seqkd.errors import SeqkdError
@@ -46,6 +47,15 @@ PREDICT_CHUNK = 256  # inputs per prediction call; ranks take every W-th chunk, 
 
 class StageConflict(SeqkdError):
     pass
+
+
+@dataclass
+class StagePlan:
+    """What running a stage would do, and why (``seqkd run --dry-run`` prints these)."""
+
+    stage: str
+    action: str  # reuse | resume | train | retrain | refuse
+    reason: str
 
 
 @dataclass
@@ -110,10 +120,15 @@ def _write_once(path: Path, text: str) -> None:
 
 
 class Engine:
-    def __init__(self, recipe: Recipe, *, force: bool = False) -> None:
+    def __init__(self, recipe: Recipe, *, force: bool = False, force_stages: list[str] | None = None) -> None:
+        """``force`` replaces folders of another configuration; ``force_stages`` retrains the named
+        stages even where their folder could be reused."""
         self.recipe = recipe
         self.force = force
+        self.force_stages = set(force_stages or [])
         self._tasks: dict[str, TaskAdapter] = {}
+        self._prepared: set[str] = set()
+        self._parts: dict[str, dict[str, Any]] = {}
         self._hashes: dict[str, str] = {}
         self._file_ids: dict[Path, str] = {}
 
@@ -122,12 +137,19 @@ class Engine:
     def task(self, key: str | None = None) -> TaskAdapter:
         """The prepared adapter of task ``key`` (of the only task, without one), built on first use."""
         key = key if key is not None else self.recipe.only_task().key
+        task = self._adapter(key)
+        if key not in self._prepared:
+            distributed.main_first(task.prepare)
+            self._prepared.add(key)
+        return task
+
+    def _adapter(self, key: str) -> TaskAdapter:
+        """Task ``key``'s adapter, not yet prepared: its fingerprint needs no vocabulary, so a stage's
+        claim is settled before anything is built."""
         if key not in self._tasks:
             spec = self.recipe.tasks[key]
             views = {view: self.stage_dir(stage) / "outputs" for view, stage in spec.reads.items()}
-            task = spec.cls(spec.config, self.recipe.output_dir / "_shared", self.recipe.path.parent, views)
-            distributed.main_first(task.prepare)
-            self._tasks[key] = task
+            self._tasks[key] = spec.cls(spec.config, self.recipe.output_dir / "_shared", self.recipe.path.parent, views)
         return self._tasks[key]
 
     def stage_dir(self, name: str) -> Path:
@@ -138,21 +160,29 @@ class Engine:
             self._file_ids[path] = file_sha256(path)[:16]
         return self._file_ids[path]
 
-    def stage_hash(self, stage: Stage) -> str:
-        """What the stage's model depends on: its config, its task's data and every stage upstream."""
-        if stage.name not in self._hashes:
+    def stage_parts(self, stage: Stage) -> dict[str, Any]:
+        """What the stage's model depends on, by part: its task's data, the stages upstream, the
+        method and the code that runs it, the model, training and options. ``stage.json`` keeps
+        them, so a refusal can say which part differs."""
+        if stage.name not in self._parts:
             spec = self.recipe.tasks[stage.task]
             upstream = lambda name: self.stage_hash(self.recipe.stage(name))  # noqa: E731
-            self._hashes[stage.name] = _digest({
-                "task": self.task(stage.task).fingerprint(),
+            self._parts[stage.name] = json.loads(json.dumps({
+                "data": self._adapter(stage.task).fingerprint(),
                 "reads": {view: upstream(source) for view, source in spec.reads.items()},
                 "method": stage.method.name,
+                "code": {"seqkd": seqkd.__version__, "task": stage.task_origin, "method": stage.method_origin},
                 "model": stage.model.model_dump(),
                 "training": stage.training.model_dump(exclude={"log_every", "device"}),
                 "options": stage.options.model_dump(),
                 "teachers": [upstream(t.stage) if t.stage else self._file_id(t.checkpoint) for t in stage.teachers],
                 "init": upstream(stage.init) if stage.init else None,
-            })
+            }, default=str))
+        return self._parts[stage.name]
+
+    def stage_hash(self, stage: Stage) -> str:
+        if stage.name not in self._hashes:
+            self._hashes[stage.name] = _digest(self.stage_parts(stage))
         return self._hashes[stage.name]
 
     # -- running ------------------------------------------------------------------------------
@@ -212,27 +242,53 @@ class Engine:
         for ref in stage.teachers:  # refused now rather than at the first step that reads the teacher
             check_model_file(task, self._teacher_file(ref), same_output_space=stage.method.same_output_space, mmap=True)
 
-    def _claim(self, stage: Stage, folder: Path) -> dict[str, Any] | None:
-        """Return the stage's existing status if it may be reused or resumed; refuse a stranger's folder."""
+    def plan_stage(self, stage: Stage) -> StagePlan:
+        """Reuse, resume, train, retrain or refuse the stage's folder, and why; reads, writes nothing."""
+        folder = self.stage_dir(stage.name)
+        forced = self.force or stage.name in self.force_stages
         status_path = folder / "stage.json"
         if not status_path.exists():
-            if folder.exists() and any(folder.iterdir()) and not self.force:
-                raise StageConflict(f"{folder} exists and is not a seqkd stage folder; use --force to replace it")
-            return None
+            if folder.exists() and any(folder.iterdir()):
+                why = f"{folder} exists and is not a seqkd stage folder"
+                return StagePlan(stage.name, "retrain" if forced else "refuse", why + ("" if forced else "; use --force to replace it"))
+            return StagePlan(stage.name, "train", "not trained yet")
         try:
             status = read_json(status_path, "stage status", fix="use --force to retrain the stage")
-        except CorruptFileError:
-            if not self.force:
-                raise
-            status = {"hash": None}
+        except CorruptFileError as exc:
+            return StagePlan(stage.name, "retrain" if forced else "refuse", str(exc))
+        if stage.name in self.force_stages:
+            return StagePlan(stage.name, "retrain", "--force-stage names it")
         if status.get("hash") == self.stage_hash(stage):
-            return status
-        if not self.force:
-            raise StageConflict(
-                f"{folder} holds stage {stage.name!r} of a different configuration "
-                f"(written by {status.get('recipe')}); use --force to replace it, or set output.dir"
-            )
-        shutil.rmtree(folder)
+            if status.get("status") == "done" and (folder / "model.pt").exists():
+                return StagePlan(stage.name, "reuse", "finished, with the same configuration")
+            return StagePlan(stage.name, "resume", "unfinished, with the same configuration: continues from its last checkpoint")
+        why = (f"{folder} holds stage {stage.name!r} of a different configuration (written by {status.get('recipe')}): "
+               + _differences(status.get("parts"), self.stage_parts(stage)))
+        if forced:
+            return StagePlan(stage.name, "retrain", why)
+        return StagePlan(stage.name, "refuse", why + (
+            f"; to use that model as a teacher, name it with `teacher_checkpoint: {folder / 'model.pt'}`; "
+            "to keep both, set output.dir; --force replaces it"))
+
+    def plan(self, only: list[str] | None = None) -> list[StagePlan]:
+        """Every selected stage's plan, as a run would find it now (stages before it not run yet)."""
+        plans = []
+        for stage in self._selected(only):
+            try:
+                plans.append(self.plan_stage(stage))
+            except SeqkdError as exc:  # e.g. its input view is written by a stage that has not run
+                plans.append(StagePlan(stage.name, "train", f"after the stages it depends on ({exc})"))
+        return plans
+
+    def _claim(self, stage: Stage, folder: Path) -> dict[str, Any] | None:
+        """Return the stage's existing status if it may be reused or resumed; refuse a stranger's folder."""
+        plan = self.plan_stage(stage)
+        if plan.action == "refuse":
+            raise StageConflict(plan.reason)
+        if plan.action == "retrain":
+            shutil.rmtree(folder)
+        if plan.action in ("reuse", "resume"):
+            return read_json(folder / "stage.json", "stage status")
         return None
 
     def _open_stage(self, stage: Stage, folder: Path) -> bool:
@@ -247,8 +303,10 @@ class Engine:
 
     def run_stage(self, stage: Stage) -> StageReport:
         folder = self.stage_dir(stage.name)
+        plan = distributed.on_main(lambda: self.plan_stage(stage))  # settled before anything is built
+        if plan.action == "refuse":
+            raise StageConflict(plan.reason)
         self._check_inputs(stage)
-        self.stage_hash(stage)  # prepares the task (and checks its data) before the folder is claimed
         reused = distributed.on_main(lambda: self._open_stage(stage, folder))
         if not reused:
             self._train(stage, folder)
@@ -381,12 +439,30 @@ class Engine:
     def _write_status(self, folder: Path, stage: Stage, status: str) -> None:
         atomic_write_json(folder / "stage.json", {
             "hash": self.stage_hash(stage), "stage": stage.name, "recipe": str(self.recipe.path), "status": status,
+            "parts": self.stage_parts(stage),
         })
 
     def _stage_config(self, stage: Stage) -> dict[str, Any]:
         resolved = self.recipe.resolved()
         resolved["stages"] = [s for s in resolved["stages"] if s["name"] == stage.name]
         return resolved
+
+
+def _differences(old: Any, new: dict[str, Any], at: str = "") -> str:
+    """Which parts of a stage's configuration differ, with the folder's and this recipe's values."""
+    if not isinstance(old, dict):
+        return "the folder records no parts (written by an older seqkd)"
+    found = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        elif a != b:
+            found.append(f"{path}: {json.dumps(a)} in the folder, {json.dumps(b)} here")
+
+    walk(old, new, at)
+    return "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "") if found else "no recorded part differs"
 
 
 def _read_or_none(path: Path, what: str) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+
+from pydantic import BaseModel
 
 
 def file_sha256(path: Path) -> str:
@@ -13,3 +16,14 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def settings_json(config: BaseModel, path_fields: tuple[str, ...] = ("corpus", "train", "valid", "test")) -> str:
+    """A task config as canonical JSON with its ``data.<path>`` fields reduced to whether they are
+    set: fingerprints hash the files' contents, so naming the same file another way (absolute, from
+    another folder) is the same configuration."""
+    dump = config.model_dump(mode="json")
+    data = dump.get("data")
+    if isinstance(data, dict):
+        dump["data"] = {k: (v is not None if k in path_fields else v) for k, v in data.items()}
+    return json.dumps(dump, sort_keys=True)

@@ -144,6 +144,10 @@ class Stage:
     evaluate: bool
     evaluation: BaseModel
     outputs: list[str]
+    # the distributions (name and version) that provide the task and the method: part of the stage's
+    # hash, so a plugin upgraded to a new version retrains rather than reuses
+    task_origin: str = ""
+    method_origin: str = ""
 
 
 @dataclass
@@ -535,6 +539,7 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
                 name=sc.name, task=key, method=method_cls, model_role=sc.model, model=models[sc.model],
                 teachers=teachers, init=sc.init, training=training, options=options, evaluate=sc.evaluate,
                 evaluation=evaluation, outputs=list(sc.outputs),
+                task_origin=_origin(registry, "tasks", spec.cls.name), method_origin=_origin(registry, "methods", sc.method),
             ))
 
     # -- views read from other tasks' stage outputs
@@ -566,6 +571,14 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
         stages=stages,
         single_task_form=single,
     )
+
+
+def _origin(registry: Registry, kind: str, name: str) -> str:
+    """'distribution version' of the plugin that registers ``name``."""
+    for info in registry.plugins:
+        if name in getattr(info, kind):
+            return f"{info.distribution} {info.version}"
+    return "registered in-process"
 
 
 def _lookup(registry: Registry, kind: str, name: object, loc: Loc, problems: list[Problem]) -> Any:

@@ -14,7 +14,7 @@ import torch
 
 from seqkd.errors import DataError
 from seqkd.fileio import atomic_write_text, read_json
-from seqkd.hashing import file_sha256
+from seqkd.hashing import file_sha256, settings_json
 from seqkd.tasks.base import CRFOutput, TargetSet, TaskAdapter
 from seqkd.tasks.ner.batching import EpochReader, Example, NERBatch, budget_batches
 from seqkd.tasks.ner.config import TaggerConfig, NERConfig, NEREvaluation
@@ -112,7 +112,7 @@ class NERTask(TaskAdapter):
         return digests
 
     def compute_fingerprint(self) -> str:
-        h = hashlib.sha256(self.config.model_dump_json().encode())
+        h = hashlib.sha256(settings_json(self.config).encode())
         for digest in self._digests():
             h.update(digest.encode())
         return h.hexdigest()[:16]

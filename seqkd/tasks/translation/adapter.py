@@ -15,7 +15,7 @@ from seqkd.tasks.base import HiddenStates, NBest, TargetSet, TaskAdapter, TokenL
 from seqkd.tasks.translation.batching import VIEW, EpochReader, Example, TranslationBatch, fixed_batches
 from seqkd.tasks.translation.config import TranslationConfig, TranslationEvaluation, TranslationGeneration, TranslationNoise
 from seqkd.errors import DataError
-from seqkd.hashing import file_sha256
+from seqkd.hashing import file_sha256, settings_json
 from seqkd.tasks.translation.corpus import (
     Pair,
     read_parallel,
@@ -112,7 +112,7 @@ class TranslationTask(TaskAdapter):
     def _data_fingerprint(self) -> str:
         """The config and the parallel data: what the vocabulary depends on (views do not)."""
         if self._data_digest is None:
-            h = hashlib.sha256(self.config.model_dump_json().encode())
+            h = hashlib.sha256(settings_json(self.config).encode())
             for path in self._files():
                 if not path.exists():
                     raise DataError(f"{path}: no such file")
