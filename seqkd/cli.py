@@ -71,7 +71,11 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     folder = write_plugin(args.name, args.dir)
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         print(f"wrote {path}")
-    print(f"\nnext: pip install -e {folder} && seqkd plugins")
+    python = sys.executable  # this environment's own interpreter: its pip installs where this seqkd runs
+    print(f"\nnext, into this environment:  {python} -m pip install -e {folder} && {python} -m seqkd plugins")
+    print(f"or leaving it untouched:      {python} -m pip install --upgrade --no-deps --target {folder / 'site'} {folder}"
+          f" && PYTHONPATH={folder / 'site'} {python} -m seqkd plugins")
+    print("(reinstall with --upgrade after each change: without it pip keeps the installed copy)")
     return 0
 
 

@@ -58,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.hookspecs import hookimpl
 from seqkd.method import LossOutput, Method
-from seqkd_plugins.word_kd import kd_loss
+from seqkd.losses import token_kl
 
 # The seqkd plugin API this package was written against; seqkd refuses to load it under another
 # major version instead of failing half-way through a run.
@@ -90,7 +90,7 @@ class $cls(Method):
         nll, n = self.task.nll(output, self.label_smoothing)  # summed over the n targets
         with torch.no_grad():  # the teacher is frozen; no_grad, not inference_mode
             teacher_logits = self.task.forward(self.teacher, batch).logits  # self.teacher: the one teacher's model
-        kd = kd_loss(output, teacher_logits, self.options.temperature)
+        kd = token_kl(output, teacher_logits, self.options.temperature)
         total = (1.0 - self.options.alpha) * nll + self.options.alpha * kd
         return LossOutput(total, n, {"nll": nll.item(), "kd": kd.item()})
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from seqkd.method import LossOutput, Method, StageContext
 from seqkd.plugins import Registry, get_registry
-from seqkd_plugins.word_kd import kd_loss
+from seqkd.losses import token_kl
 
 
 class TwoTeachers(Method):
@@ -28,7 +28,7 @@ class TwoTeachers(Method):
         nll, n = self.task.nll(out, self.label_smoothing)
         with torch.no_grad():
             logits = [self.task.forward(t.model, batch).logits for t in self.teachers]
-        kls = [kd_loss(out, teacher_logits, 1.0) for teacher_logits in logits]
+        kls = [token_kl(out, teacher_logits, 1.0) for teacher_logits in logits]
         total = 0.5 * nll + 0.5 * sum(kls) / len(kls)
         return LossOutput(total, n, {"nll": nll.item(), **{f"kd_{i}": kl.item() for i, kl in enumerate(kls)}})
 
@@ -57,7 +57,7 @@ class TwoViews(Method):
         nll, n = self.task.nll(out, self.label_smoothing)
         with torch.no_grad():
             teacher_logits = self.task.forward(self.teacher, batch).logits
-        kd = kd_loss(out, teacher_logits, 1.0)
+        kd = token_kl(out, teacher_logits, 1.0)
         return LossOutput(0.5 * nll + 0.5 * kd, n, {"nll": nll.item(), "kd": kd.item()})
 
 

@@ -18,7 +18,8 @@ from seqkd.method import StageContext, Teacher
 from seqkd.recipe import load_recipe
 from seqkd.teacher_outputs import TopK, build_topk
 from seqkd_plugins.seq_kd import seq_inter_choice
-from seqkd_plugins.word_kd import WordKD, WordKDOptions, kd_loss, topk_kd_loss
+from seqkd.losses import token_kl, topk_kl
+from seqkd_plugins.word_kd import WordKD, WordKDOptions
 from seqkd.tasks.base import TokenLogits
 
 PARTS = {"teacher": "t1", "settings": "k=2", "vocabulary": "v1", "data": "d1"}
@@ -105,11 +106,11 @@ def test_topk_kd_with_k_equal_to_vocabulary_equals_online_kd():
     T = 2.0
     values, indices = torch.log_softmax(t / T, -1).topk(50, dim=-1)
     values = values.half().float()  # what the cache stores
-    offline = topk_kd_loss(out, values, indices, T)
-    assert offline.item() == pytest.approx(kd_loss(out, t, T).item(), rel=2e-3)
+    offline = topk_kl(out, values, indices, T)
+    assert offline.item() == pytest.approx(token_kl(out, t, T).item(), rel=2e-3)
     # with k < V the tail mass keeps the loss a proper KL: zero when the student equals the teacher
     v8, i8 = torch.log_softmax(t / T, -1).topk(8, dim=-1)
-    assert topk_kd_loss(TokenLogits(t, out.targets, mask), v8, i8, T).abs().item() < 1e-4
+    assert topk_kl(TokenLogits(t, out.targets, mask), v8, i8, T).abs().item() < 1e-4
 
 
 def context(tmp_path: Path, teacher_id: str = "teacher-a", rebuild: bool = False) -> StageContext:

@@ -2,10 +2,10 @@
 
 L = (1 - alpha) * NLL_ls(y | x) + alpha * T^2 * sum_t KL(softmax(z_T,t / T) || softmax(z_S,t / T)).
 
-The teacher either runs at every step (``teacher_source: online``) or once, before training, into a
-cache of its top-k log-probabilities per target token (``teacher_source: cache``; see
-``seqkd.teacher_outputs`` for the layout and how the tail mass is handled). The losses are the
-method itself, so they are written here by hand.
+The KL terms are ``seqkd.losses.token_kl`` and ``topk_kl``. The teacher either runs at every step
+(``teacher_source: online``) or once, before training, into a cache of its top-k log-probabilities
+per target token (``teacher_source: cache``; see ``seqkd.teacher_outputs`` for the layout and how
+the tail mass is handled).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.hookspecs import hookimpl
+from seqkd.losses import token_kl, topk_kl
 from seqkd.method import LossOutput, Method, StageContext
 from seqkd.tasks.base import TokenLogits
 from seqkd.teacher_outputs import TopK, build_topk
@@ -31,29 +31,6 @@ class WordKDOptions(BaseModel):
         "online", description="Run the teacher every step, or read its cached top-k log-probabilities."
     )
     top_k: int = Field(8, ge=1, description="Log-probabilities cached per target token (teacher_source: cache).")
-
-
-def kd_loss(student: TokenLogits, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(teacher || student) at temperature T, summed over the unmasked positions."""
-    mask = student.mask
-    s = F.log_softmax(student.logits[mask].float() / temperature, dim=-1)
-    t = F.log_softmax(teacher_logits[mask].float() / temperature, dim=-1)
-    return F.kl_div(s, t, log_target=True, reduction="sum") * temperature**2
-
-
-def topk_kd_loss(student: TokenLogits, values: torch.Tensor, indices: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL from cached top-k teacher log-probabilities, the tail mass counted as one outcome; summed."""
-    mask = student.mask
-    log_q = F.log_softmax(student.logits[mask].float() / temperature, dim=-1)
-    log_p = values[mask]
-    log_q_top = log_q.gather(-1, indices[mask])
-    p = log_p.exp()
-    kd = (p * (log_p - log_q_top)).sum()
-    if indices.shape[-1] < log_q.shape[-1]:
-        p_tail = (1.0 - p.sum(-1)).clamp(min=0.0)
-        q_tail = (1.0 - log_q_top.exp().sum(-1)).clamp(min=1e-8)
-        kd = kd + (p_tail * (p_tail.clamp(min=1e-12).log() - q_tail.log())).sum()
-    return kd * temperature**2
 
 
 class WordKD(Method):
@@ -75,11 +52,11 @@ class WordKD(Method):
         nll, n = self.task.nll(output, self.label_smoothing)
         if self.topk is not None:
             values, indices = self.topk.batch(batch.indices.tolist(), output.logits.shape[1], output.logits.shape[-1])
-            kd = topk_kd_loss(output, values.to(output.logits.device), indices.to(output.logits.device), self.options.temperature)
+            kd = topk_kl(output, values.to(output.logits.device), indices.to(output.logits.device), self.options.temperature)
         else:
             with torch.no_grad():
                 teacher_logits = self.task.forward(self.teacher, batch).logits
-            kd = kd_loss(output, teacher_logits, self.options.temperature)
+            kd = token_kl(output, teacher_logits, self.options.temperature)
         total = (1.0 - self.options.alpha) * nll + self.options.alpha * kd
         return LossOutput(total, n, {"nll": nll.item(), "kd": kd.item()})
 

@@ -15,7 +15,7 @@ map from the student's width to the teacher's. It is the method's own module (``
 the engine optimises it with the student and checkpoints it, and it never enters the student's
 model file, so the distilled student runs without it.
 
-The KL term reuses ``kd_loss`` of the built-in ``word_kd`` plugin; the teacher runs online.
+The KL term is ``seqkd.losses.token_kl``; the teacher runs online.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from seqkd.errors import SeqkdError
 from seqkd.hookspecs import hookimpl
 from seqkd.method import LossOutput, Method, StageContext
 from seqkd.tasks.base import HiddenStates
-from seqkd_plugins.word_kd import kd_loss
+from seqkd.losses import token_kl
 
 __version__ = "0.2.0"
 
@@ -104,7 +104,7 @@ class HiddenCosine(Method):
         nll, n = self.task.nll(student.output, self.label_smoothing)
         with torch.no_grad():  # not inference_mode: its tensors cannot enter the student's backward
             teacher = self.task.hidden_states(self.teacher, batch)
-        kd = kd_loss(student.output, teacher.output.logits, self.options.temperature)
+        kd = token_kl(student.output, teacher.output.logits, self.options.temperature)
         cos = cosine_loss(student, teacher.hidden, self.modules["projection"] if "projection" in self.modules else None)
         alpha, beta = self.options.alpha, self.options.beta
         total = (1.0 - alpha) * nll + alpha * kd + beta * cos
