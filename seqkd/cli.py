@@ -73,8 +73,9 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     python = sys.executable  # this environment's own interpreter: its pip installs where this seqkd runs
     print(f"\nnext, into this environment:  {python} -m pip install -e {folder} && {python} -m seqkd plugins")
-    print(f"or leaving it untouched:      {python} -m pip install --upgrade --no-deps --target {folder / 'site'} {folder}"
-          f" && PYTHONPATH={folder / 'site'} {python} -m seqkd plugins")
+    site = folder.parent / f"{folder.name}-site"
+    print(f"or leaving it untouched:      {python} -m pip install --upgrade --no-deps --target {site} {folder}"
+          f" && PYTHONPATH={site} {python} -m seqkd plugins")
     print("(reinstall with --upgrade after each change: without it pip keeps the installed copy)")
     return 0
 
