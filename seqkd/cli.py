@@ -80,11 +80,17 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_warnings(recipe) -> None:
+    for warning in recipe.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from seqkd.recipe import load_recipe
 
     for path in args.files:
-        load_recipe(path, args.overrides)
+        recipe = load_recipe(path, args.overrides)
+        print_warnings(recipe)
         print(f"{path}: ok")
     return 0
 
@@ -106,9 +112,11 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def format_table(reports, headline: dict[str, str]) -> str:
-    """One row per stage: size, the task's headline metrics, and prediction speed relative to the first stage."""
-    rows = [("stage", "method", "params", *headline.values(), "sent/s", "speed")]
-    base = next((r.metrics.get("sentences_per_second") for r in reports if r.metrics), None)
+    """One row per stage: size, the task's headline metrics, and prediction speed relative to the
+    first stage with one (named in the header, as it need not be a teacher)."""
+    first = next((r for r in reports if r.metrics.get("sentences_per_second")), None)
+    base = first.metrics["sentences_per_second"] if first else None
+    rows = [("stage", "method", "params", *headline.values(), "sent/s", f"vs {first.name}" if first else "speed")]
     for r in reports:
         m = r.metrics
         sps = m.get("sentences_per_second")
@@ -166,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from seqkd.recipe import load_recipe
 
     recipe = load_recipe(args.file, args.overrides)
+    print_warnings(recipe)
     engine = Engine(recipe, force=args.force, force_stages=args.force_stage)
     if args.dry_run:
         plans = engine.plan(args.stage)

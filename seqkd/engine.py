@@ -268,7 +268,7 @@ class Engine:
             return StagePlan(stage.name, "retrain", why)
         return StagePlan(stage.name, "refuse", why + (
             f"; to use that model as a teacher, name it with `teacher_checkpoint: {folder / 'model.pt'}`; "
-            "to keep both, set output.dir; --force replaces it"))
+            f"to keep both, set output.dir; `--force-stage {stage.name}` retrains it (`--force` any such stage)"))
 
     def plan(self, only: list[str] | None = None) -> list[StagePlan]:
         """Every selected stage's plan, as a run would find it now (stages before it not run yet)."""

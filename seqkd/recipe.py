@@ -12,7 +12,7 @@ import difflib
 import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,7 @@ class Recipe:
     output_dir: Path
     stages: list[Stage]
     single_task_form: bool  # written with `task:` (resolved() keeps the form)
+    warnings: list[str] = field(default_factory=list)  # `file:line: field: what` for things that run but look unintended
 
     def only_task(self) -> TaskSpec:
         """The recipe's task, for commands and tools that serve one-task recipes."""
@@ -570,6 +571,8 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
         output_dir=Path(core.output.dir.replace("{recipe}", path.stem)),
         stages=stages,
         single_task_form=single,
+        warnings=[f"{path}:{_line_of(('models', role), lines)}: models.{role}: no stage trains this model"
+                  for role in core.models if role not in roles.values()],
     )
 
 

@@ -69,3 +69,13 @@ def test_a_new_method_version_is_retrained_not_reused(trained_run):
     stage.method_origin = "seqkd 9.9"
     plan = Engine(recipe).plan_stage(stage)
     assert plan.action == "refuse" and f'code.method: "seqkd {__import__("seqkd").__version__}" in the folder, "seqkd 9.9" here' in plan.reason
+
+
+def test_a_model_no_stage_trains_is_warned_about(tmp_path, capsys):
+    r = tiny_recipe(tmp_path / "run")
+    r["models"]["spare"] = r["models"]["student"]
+    path = write_recipe(tmp_path / "spare.yaml", r)
+    assert main(["validate", str(path)]) == 0
+    assert "warning: " in capsys.readouterr().err
+    [warning] = load_recipe(path).warnings
+    assert warning.endswith("models.spare: no stage trains this model") and f"{path}:" in warning
