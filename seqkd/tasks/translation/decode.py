@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import sacrebleu
@@ -23,7 +22,6 @@ from fairseq2.nn import BatchLayout  # noqa: E402
 @dataclass(frozen=True)
 class Decoded:
     nbest: list[list[tuple[list[int], float]]]  # per source, in input order: (tokens without EOS, score), best first
-    seconds: float
 
     @property
     def token_ids(self) -> list[list[int]]:
@@ -55,7 +53,6 @@ def beam_search(
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     batches = [order[lo : lo + settings.batch_size] for lo in range(0, len(order), settings.batch_size)]
     results: dict[int, list[tuple[list[int], float]]] = {}
-    start = time.perf_counter()
     for idx in batches:
         seqs = [torch.tensor(sources[i][:max_seq_len]) for i in idx]
         lens = [len(s) for s in seqs]
@@ -70,9 +67,8 @@ def beam_search(
                 ([t for t in h.seq.tolist() if t != EOS], float(h.score) if h.score is not None else 0.0)
                 for h in hyps[:nbest]
             ]
-    seconds = time.perf_counter() - start
     model.train(was_training)
-    return Decoded([results[i] for i in range(len(sources))], seconds)
+    return Decoded([results[i] for i in range(len(sources))])
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict[str, float | str]:
