@@ -220,7 +220,7 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
         print(f"    {part}: {value}")
     print(f"  items:   {m['num_items']} in {len(m['shards'])} shards of {m['shard_size']}")
     print(f"  meta:    {m['meta']}")
-    print(f"  size:    {artifact.nbytes():,} bytes")
+    print(f"  size:    {artifact.nbytes():,} bytes ({artifact.nbytes() / max(m['num_items'], 1):.0f} per example)")
     return 0
 
 

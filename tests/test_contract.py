@@ -101,7 +101,7 @@ def test_a_stage_of_one_task_makes_the_input_view_another_task_reads(trained_run
     # the downstream stage's key covers the upstream stage
     changed = load(path, ["stages.copier.training.max_steps=50"])
     assert Engine(changed).stage_hash(changed.stage("cascade")) != engine.stage_hash(recipe.stage("cascade"))
-    assert Engine(load(path)).run() and all(x.reused for x in Engine(load(path)).run())
+    assert all(x.reused for x in Engine(load(path)).run())
 
 
 def test_two_task_recipes_are_checked(trained_run, tmp_path):
