@@ -9,7 +9,9 @@ touch a model's internals; they ask the adapter through the capabilities it decl
 - ``hidden_states``: ``hidden_states`` returns :class:`HiddenStates` (the final hidden state at each
   target position, with the ``forward`` output of the same pass),
 - ``parameter_classes``: the model's weights grouped by class and layer, for methods that map a
-  teacher's weights onto a student's (weight distillation).
+  teacher's weights onto a student's (weight distillation),
+- ``layer_states``: ``layer_states`` returns :class:`LayerStates` (every layer's hidden states and
+  attention maps), ``layer_init``: ``init_from_layers`` starts a student from chosen teacher layers.
 
 Later adapters add their own output types and capabilities (``crf``, ...).
 """
@@ -34,7 +36,9 @@ CAPABILITIES: dict[str, str] = {
     "hidden_states": "`hidden_states(model, batch, view)` returns `HiddenStates(hidden, mask, output)`: final hidden states and the `forward()` output of the same pass",
     "parameter_classes": "`parameter_classes(model)` maps each weight class (e.g. `encoder.self_attn.q_proj.weight`) to the model's parameter names, one per layer in order; `layer_counts(model_config)` gives each layer stack's depth",
     "crf": "`forward()` returns `CRFOutput(logits, targets, mask, crf)`: emissions plus the linear-chain CRF (transitions, `nll()`, `kbest()`, `marginals()`)",
-    "perturb": "`perturb(batch, noise, generator)` returns a noisy copy of the batch's inputs (`noise_schema` validates the settings), reproducible from the generator",
+    "perturb": "`perturb(batch, noise, generator, view, neighbours)` returns a noisy copy of the batch's inputs (`noise_schema` validates the settings), reproducible from the generator; `noise_neighbours(model, noise)` gives the replacements such noise draws from (each token's nearest tokens in a model's embedding space), or None",
+    "layer_states": "`layer_states(model, batch, attentions)` returns `LayerStates(hidden, attentions, mask, output)`: every layer's hidden states (embeddings first) and, on request, attention maps, with the `forward()` output of the same pass",
+    "layer_init": "`init_from_layers(student, teacher, layers)` copies the teacher's embeddings, head and chosen layers into a shallower student of the same kind and width",
 }
 
 # The methods an adapter must override (from TaskAdapter) for each capability it declares; the host
@@ -43,7 +47,9 @@ CAPABILITY_HOOKS: dict[str, tuple[str, ...]] = {
     "generation": ("generate", "detokenize", "target_texts", "sentence_score"),
     "hidden_states": ("hidden_states",),
     "parameter_classes": ("parameter_classes", "layer_counts"),
-    "perturb": ("perturb",),
+    "perturb": ("perturb", "noise_neighbours"),
+    "layer_states": ("layer_states",),
+    "layer_init": ("init_from_layers",),
 }
 
 
@@ -88,6 +94,34 @@ class HiddenStates:
     hidden: torch.Tensor  # (N, T, D), the representation the output layer reads
     mask: torch.Tensor  # (N, T) bool, False at padding
     output: Any  # what ``forward`` returns for the same batch (TokenLogits for translation)
+
+
+@dataclass(frozen=True)
+class ClassLogits(TokenLogits):
+    """One prediction per sequence, as a :class:`TokenLogits` with a single position: ``logits``
+    ``(N, 1, C)`` over the label set, ``targets`` ``(N, 1)``, ``mask`` ``(N, 1)`` (False where the
+    gold label is unknown). So token-level losses (``word_kd``, ``seqkd.losses.token_kl``) apply to
+    sequence classifiers unchanged."""
+
+
+@dataclass(frozen=True)
+class LayerStates:
+    """Every layer's output for intermediate-layer distillation (``layer_states`` capability).
+
+    ``hidden[0]`` is the embedding output and ``hidden[i]`` layer i's, each ``(N, T, D)``;
+    ``attentions[i - 1]`` is layer i's attention map ``(N, H, T, T)`` when requested (else empty);
+    ``output`` is the ``forward`` output of the same pass.
+    """
+
+    hidden: tuple[torch.Tensor, ...]
+    attentions: tuple[torch.Tensor, ...]
+    mask: torch.Tensor  # (N, T) bool, False at padding
+    output: Any
+
+    def pooled(self, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s mean over real positions, ``(N, D)``: one vector per sequence."""
+        weights = self.mask.unsqueeze(-1).to(self.hidden[layer].dtype)
+        return (self.hidden[layer] * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 NBest = list[tuple[list[int], float]]  # hypotheses (token ids, score), best first
@@ -245,6 +279,17 @@ class TaskAdapter(ABC):
         """The model's final hidden states on ``batch``, with its ``forward`` output from the same pass."""
         raise NotImplementedError(f"task {self.name!r} does not offer hidden_states")
 
+    # -- the ``layer_states`` and ``layer_init`` capabilities ---------------------------------
+
+    def layer_states(self, model: torch.nn.Module, batch: Any, attentions: bool = False, view: str | None = None) -> LayerStates:
+        """Every layer's hidden states (and attention maps with ``attentions``) on ``batch``."""
+        raise NotImplementedError(f"task {self.name!r} does not offer layer_states")
+
+    def init_from_layers(self, student: torch.nn.Module, teacher: torch.nn.Module, layers: Sequence[int]) -> None:
+        """Copy ``teacher``'s embeddings, output head and layers ``layers`` (0-based, one per
+        student layer, in order) into ``student``."""
+        raise NotImplementedError(f"task {self.name!r} does not offer layer_init")
+
     # -- the ``parameter_classes`` capability -------------------------------------------------
 
     def parameter_classes(self, model: torch.nn.Module) -> dict[str, list[str]]:
@@ -256,7 +301,16 @@ class TaskAdapter(ABC):
 
     # -- the ``perturb`` capability -----------------------------------------------------------
 
-    def perturb(self, batch: Any, noise: BaseModel, generator: torch.Generator, view: str | None = None) -> Any:
+    def perturb(
+        self, batch: Any, noise: BaseModel, generator: torch.Generator, view: str | None = None,
+        neighbours: torch.Tensor | None = None,
+    ) -> Any:
         """A copy of ``batch`` whose inputs (``view``) are noised by ``noise``; the same generator
-        state gives the same copy, so a resumed run draws the noise it would have drawn."""
+        state gives the same copy, so a resumed run draws the noise it would have drawn. Tokens are
+        replaced by their ``neighbours`` (from ``noise_neighbours``) where the noise says so."""
+        raise NotImplementedError(f"task {self.name!r} does not offer perturb")
+
+    def noise_neighbours(self, model: torch.nn.Module, noise: BaseModel) -> torch.Tensor | None:
+        """The replacement candidates ``noise`` draws from, in ``model``'s input embedding space
+        (``(V, k)``: each token's nearest tokens), or None when it replaces nothing that way."""
         raise NotImplementedError(f"task {self.name!r} does not offer perturb")

@@ -7,6 +7,7 @@ import importlib.resources
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +17,8 @@ from seqkd.errors import DataError
 from seqkd.fileio import atomic_write_text, read_json
 from seqkd.hashing import file_sha256, settings_json
 from seqkd.tasks.base import CRFOutput, TargetSet, TaskAdapter
-from seqkd.tasks.ner.batching import EpochReader, Example, NERBatch, budget_batches
+from seqkd.tasks.batching import EpochReader
+from seqkd.tasks.ner.batching import Example, NERBatch, budget_batches, collate
 from seqkd.tasks.ner.config import TaggerConfig, NERConfig, NEREvaluation
 from seqkd.tasks.ner.corpus import Sentence, convert, read_conll, split_of, to_bio
 from seqkd.tasks.ner.model import build_tagger
@@ -190,7 +192,7 @@ class NERTask(TaskAdapter):
             if not replaced:
                 raise DataError("the replacement training tags are empty or do not match the sentences' lengths")
             examples += replaced
-        return EpochReader(examples, max_tokens, self._word_ids[PAD], seed)
+        return EpochReader(examples, max_tokens, seed, partial(collate, pad_idx=self._word_ids[PAD]))
 
     def valid_batches(self, max_tokens: int) -> list[NERBatch]:
         return budget_batches(self._examples("valid"), max_tokens, self._word_ids[PAD])

@@ -1,17 +1,12 @@
-"""Batches of tagged sentences under a token budget, and a resumable shuffled epoch reader."""
+"""Batches of tagged sentences under a token budget (the shuffled reader is ``seqkd.tasks.batching``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-Example = dict[str, Any]  # {"tokens": LongTensor (L,), "tags": LongTensor (L,), "index": int}
-
-SORT_WINDOW_BATCHES = 50  # length-sorting window, in batches
-TYPICAL_SENTENCE_TOKENS = 30  # to turn that into sentences without a pass over the data
+from seqkd.tasks.batching import Example, budget_groups  # Example: {"tokens": (L,), "tags": (L,), "index": int}
 
 
 @dataclass
@@ -46,53 +41,4 @@ def collate(examples: list[Example], pad_idx: int) -> NERBatch:
 
 def budget_batches(examples: list[Example], max_tokens: int, pad_idx: int) -> list[NERBatch]:
     """Consecutive examples grouped so that rows * longest row stays within ``max_tokens``."""
-    batches, group, longest = [], [], 0
-    for e in examples:
-        n = len(e["tokens"])
-        if group and (len(group) + 1) * max(longest, n) > max_tokens:
-            batches.append(collate(group, pad_idx))
-            group, longest = [], 0
-        group.append(e)
-        longest = max(longest, n)
-    if group:
-        batches.append(collate(group, pad_idx))
-    return batches
-
-
-class EpochReader:
-    """Endless shuffled batches; epoch ``e`` is shuffled with seed ``seed + e``.
-
-    Within an epoch, sentences are sorted by length inside windows of about 50 batches so that a
-    batch holds little padding while batch order stays random. The state is (epoch, position): an
-    epoch's batches are a function of the seed, so resuming rebuilds them and skips ahead.
-    """
-
-    def __init__(self, examples: list[Example], max_tokens: int, pad_idx: int, seed: int) -> None:
-        self.examples, self.max_tokens, self.pad_idx, self.seed = examples, max_tokens, pad_idx, seed
-        self.epoch, self.position = 0, 0
-
-    def _epoch_batches(self) -> list[NERBatch]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.examples), generator=g).tolist()
-        shuffled = [self.examples[i] for i in order]
-        window = max(SORT_WINDOW_BATCHES * self.max_tokens // TYPICAL_SENTENCE_TOKENS, 1)
-        arranged = []
-        for s in range(0, len(shuffled), window):
-            arranged += sorted(shuffled[s : s + window], key=lambda e: len(e["tokens"]))
-        batches = budget_batches(arranged, self.max_tokens, self.pad_idx)
-        perm = torch.randperm(len(batches), generator=g).tolist()
-        return [batches[i] for i in perm]
-
-    def __iter__(self) -> Iterator[NERBatch]:
-        while True:
-            batches = self._epoch_batches()
-            while self.position < len(batches):
-                self.position += 1
-                yield batches[self.position - 1]
-            self.epoch, self.position = self.epoch + 1, 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+    return [collate(group, pad_idx) for group in budget_groups(examples, max_tokens)]
