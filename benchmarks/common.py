@@ -35,7 +35,7 @@ def translation_speed(task: Any, sources: list[str], settings: Any) -> Callable[
     """A ``run`` for :func:`alternating_speed`: sentences per second translating ``sources``."""
     def run(model: Any) -> float:
         with Timer() as t:
-            task.translate(model, sources, settings)
+            task.decode(model, sources, settings)
         return len(sources) / t.seconds
     return run
 

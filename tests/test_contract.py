@@ -228,13 +228,13 @@ def test_optimizers_and_schedules(tmp_path):
 
 
 def test_perturb_is_reproducible_from_the_generator(trained_run):
-    from seqkd.tasks.translation.config import TranslationNoise
-    from seqkd.tasks.translation.vocab import EOS
+    from seqkd.tasks.seq2seq.config import Seq2SeqNoise
+    from seqkd.tasks.seq2seq.vocab import EOS
 
     engine = Engine(load_recipe(trained_run[0]))
     task = engine.task()
     batch = task.indexed_batches("train", 0, 16, 4096)[0]
-    noise = TranslationNoise(drop=0.2, replace=0.2, shuffle_window=3)
+    noise = Seq2SeqNoise(word_drop=0.2, word_replace=0.2, replace_with="random", word_shuffle=3)
     a = task.perturb(batch, noise, torch.Generator().manual_seed(7))
     b = task.perturb(batch, noise, torch.Generator().manual_seed(7))
     c = task.perturb(batch, noise, torch.Generator().manual_seed(8))

@@ -10,7 +10,8 @@ import pytest
 from seqkd.errors import DataError
 from seqkd.tasks.translation.adapter import TranslationTask
 from seqkd.tasks.translation.config import TranslationConfig
-from seqkd.tasks.translation.corpus import read_parallel, read_tsv, split_of
+from seqkd.tasks.seq2seq.corpus import read_parallel
+from seqkd.tasks.translation.corpus import read_tsv, split_of
 from tests.conftest import CORPUS
 
 

@@ -33,7 +33,8 @@ from seqkd.fileio import (
     read_json,
 )
 from seqkd.tasks.ner.corpus import Sentence, read_conll, split_columns
-from seqkd.tasks.translation.corpus import Pair, read_parallel, read_tsv
+from seqkd.tasks.seq2seq.corpus import Pair, read_parallel
+from seqkd.tasks.translation.corpus import read_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = "remove the folder or run `seqkd cache clean`"

@@ -30,7 +30,7 @@ def task(tmp_path_factory):
 
 
 def build(task, config: dict):
-    from seqkd.tasks.translation.model import TransformerConfig
+    from seqkd.tasks.seq2seq.model import TransformerConfig
 
     return task.build_model(TransformerConfig.model_validate(config))
 

@@ -13,6 +13,6 @@ def register_tasks(register):
 
 @hookimpl
 def register_commands(register):
-    from seqkd.tasks.translation.commands import TRANSLATE
+    from seqkd.tasks.seq2seq.commands import decode_command
 
-    register(TRANSLATE)
+    register(decode_command("translate", "source sentences"))

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from seqkd.tasks.seq2seq.config import BeamSettings, EvaluationScope, VocabularyConfig
+
 
 class TranslationData(BaseModel):
     """Where the parallel data lives. Paths are relative to the recipe file.
@@ -40,47 +42,19 @@ class TranslationData(BaseModel):
         return self
 
 
-class TranslationNoise(BaseModel):
-    """Noise ``perturb`` applies to a source: each token dropped or replaced by a random one, and
-    tokens moved at most ``shuffle_window - 1`` places (Lample et al., 2018)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    drop: float = Field(0.1, ge=0, lt=1, description="Probability of deleting each source token.")
-    replace: float = Field(0.1, ge=0, lt=1, description="Probability of replacing each source token by a random one.")
-    shuffle_window: int = Field(3, ge=0, description="Local shuffle: tokens move fewer than this many places; 0 or 1 keeps the order.")
-
-
-class TranslationConfig(BaseModel):
+class TranslationConfig(VocabularyConfig):
     """The ``task:`` section of a translation recipe."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: Literal["translation"] = "translation"
     source_lang: str = Field(description="Source language code, e.g. en.")
     target_lang: str = Field(description="Target language code, e.g. es.")
     data: TranslationData
-    vocab_size: int = Field(8000, ge=64, description="Joint sentencepiece vocabulary size.")
-    vocab_model: Literal["unigram", "bpe"] = Field("unigram", description="Sentencepiece model type.")
     max_seq_len: int = Field(128, ge=8, description="Training pairs longer than this (in tokens) are dropped.")
-    min_train_pairs: int = Field(100, ge=1, description="Refuse training data smaller than this.")
 
 
-class TranslationGeneration(BaseModel):
+class TranslationGeneration(BeamSettings):
     """Beam search settings: the evaluation's, and those of methods that decode with a teacher."""
 
-    model_config = ConfigDict(extra="forbid")
 
-    beam_size: int = Field(4, ge=1, description="Beam width.")
-    len_penalty: float = Field(1.0, description="Length penalty of the beam search.")
-    max_len_a: float = Field(1.2, ge=0, description="Hypotheses stop at a * source length + b tokens.")
-    max_len_b: int = Field(10, ge=1, description="See max_len_a.")
-    batch_size: int = Field(64, ge=1, description="Sentences decoded together.")
-
-
-class TranslationEvaluation(TranslationGeneration):
+class TranslationEvaluation(TranslationGeneration, EvaluationScope):
     """The ``evaluation:`` section: beam search settings and what to score."""
-
-    split: Literal["valid", "test"] = Field("test", description="Which split the report scores.")
-    view: str | None = Field(None, description="Translate this input view (e.g. `asr` transcripts) instead of the source text.")
-    max_sentences: int | None = Field(None, ge=1, description="Score only the first N sentences.")

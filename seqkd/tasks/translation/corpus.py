@@ -1,4 +1,4 @@
-"""Reading parallel corpora (TSV or a pair of line-aligned text files) and splitting them.
+"""Reading parallel corpora in TSV (line-aligned file pairs: ``seqkd.tasks.seq2seq.corpus``) and splitting them.
 
 Every line is checked as it is read, so a malformed line is reported with its file and line number
 before any training starts. Files are UTF-8 (a byte-order mark at the start is dropped, bytes that
@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from itertools import zip_longest
 from pathlib import Path
 
 from seqkd.errors import DataError
 from seqkd.fileio import read_lines
-
-
-@dataclass(frozen=True)
-class Pair:
-    source: str
-    target: str
+from seqkd.tasks.seq2seq.corpus import Pair
 
 
 def read_tsv(path: Path, source_column: int, target_column: int) -> Iterator[Pair]:
@@ -37,22 +30,6 @@ def read_tsv(path: Path, source_column: int, target_column: int) -> Iterator[Pai
         if not source or not target:
             side = "source" if not source else "target"
             raise DataError(f"{path}:{lineno}: empty {side} text")
-        yield Pair(source, target)
-
-
-def read_parallel(source_path: Path, target_path: Path) -> Iterator[Pair]:
-    """Yield pairs from two line-aligned files (e.g. ``train.en`` / ``train.ro``)."""
-    for sources, targets in zip_longest(read_lines(source_path), read_lines(target_path)):
-        if sources is None or targets is None:
-            short, lines = (source_path, targets[0] - 1) if sources is None else (target_path, sources[0] - 1)
-            raise DataError(
-                f"{source_path} and {target_path} have different numbers of lines ({short} ends at line {lines})"
-            )
-        (lineno, source), (_, target) = sources, targets
-        source, target = source.strip(), target.strip()
-        if not source or not target:
-            bad = source_path if not source else target_path
-            raise DataError(f"{bad}:{lineno}: empty line in a parallel file")
         yield Pair(source, target)
 
 

@@ -1,4 +1,4 @@
-"""The joint sentencepiece vocabulary shared by every model of a translation recipe."""
+"""The sentencepiece vocabulary shared by every model of an encoder-decoder task (one per training set)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from fairseq2.nn import (  # noqa: E402
 
 
 class TransformerConfig(BaseModel):
-    """One model role (teacher, student, ...) of the ``translation`` task."""
+    """One model role (teacher, student, ...) of an encoder-decoder task (translation, summarization)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -18,7 +18,7 @@ from fairseq2.nn import BatchLayout  # noqa: E402
 
 
 @dataclass
-class TranslationBatch:
+class Seq2SeqBatch:
     source: torch.Tensor  # (N, S): source tokens + EOS, padded
     source_lens: list[int]
     target_in: torch.Tensor  # (N, T): BOS + target tokens, padded
@@ -28,8 +28,8 @@ class TranslationBatch:
     # other input views of the same examples (e.g. ``asr`` transcripts): name -> (tokens + EOS padded, lengths)
     views: dict[str, tuple[torch.Tensor, list[int]]] = field(default_factory=dict)
 
-    def to(self, device: torch.device) -> "TranslationBatch":
-        return TranslationBatch(
+    def to(self, device: torch.device) -> "Seq2SeqBatch":
+        return Seq2SeqBatch(
             self.source.to(device), self.source_lens, self.target_in.to(device), self.target_out.to(device),
             self.target_lens, self.indices, {k: (v.to(device), lens) for k, (v, lens) in self.views.items()},
         )
@@ -53,7 +53,7 @@ class TranslationBatch:
         tokens, lens = self.views[view]
         return tokens, BatchLayout(tuple(tokens.shape), lens, device=tokens.device)
 
-    def with_inputs(self, view: str | None, tokens: torch.Tensor, lens: list[int]) -> "TranslationBatch":
+    def with_inputs(self, view: str | None, tokens: torch.Tensor, lens: list[int]) -> "Seq2SeqBatch":
         """A copy whose source (or view) is replaced, e.g. by a noisy copy."""
         if view is None:
             return replace(self, source=tokens, source_lens=lens)
@@ -68,21 +68,23 @@ Example = dict[str, torch.Tensor | int]
 VIEW = "view:"
 
 
-def _to_batch(collated: dict[str, Any]) -> TranslationBatch:
+def _to_batch(collated: dict[str, Any]) -> Seq2SeqBatch:
     src, tgt = collated["source"], collated["target"]
     target_lens = [n - 1 for n in tgt["seq_lens"]]
     seqs = tgt["seqs"]
     views = {
         key[len(VIEW):]: (value["seqs"], list(value["seq_lens"])) for key, value in collated.items() if key.startswith(VIEW)
     }
-    return TranslationBatch(
+    return Seq2SeqBatch(
         src["seqs"], list(src["seq_lens"]), seqs[:, :-1], seqs[:, 1:], target_lens, torch.as_tensor(collated["index"]), views
     )
 
 
 def _pipeline(
-    examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int, shuffle_seed: int | None
+    examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int, shuffle_seed: int | None, length_of: str
 ) -> DataPipeline:
+    """Batches of examples of similar ``length_of`` (``source`` or ``target``) length, each holding
+    at most ``max_tokens`` of that side's tokens, padding included."""
     # fairseq2 wants the token budget to be a multiple of the longest bucket.
     budget = max(max_tokens // max_seq_len, 1) * max_seq_len
     if shuffle_seed is not None:
@@ -92,7 +94,7 @@ def _pipeline(
         examples = [examples[i] for i in order.tolist()]
     builder = read_sequence(examples).bucket_by_length(
         create_bucket_sizes(max_num_elements=budget, max_seq_len=max_seq_len),
-        selector="target",
+        selector=length_of,
         skip_above_max_examples=True,
     )
     return builder.collate(pad_value=pad_idx).map(_to_batch).and_return()
@@ -105,16 +107,19 @@ class EpochReader:
     values, so checkpoints that contain it still load with ``weights_only=True``.
     """
 
-    def __init__(self, examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int, seed: int) -> None:
+    def __init__(
+        self, examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int, seed: int, length_of: str = "target"
+    ) -> None:
         self._args = (examples, max_tokens, max_seq_len, pad_idx)
+        self._length_of = length_of
         self._seed = seed
         self.epoch = 0
         self._pipeline = self._build()
 
     def _build(self) -> DataPipeline:
-        return _pipeline(*self._args, shuffle_seed=self._seed + self.epoch)
+        return _pipeline(*self._args, shuffle_seed=self._seed + self.epoch, length_of=self._length_of)
 
-    def __iter__(self) -> Iterator[TranslationBatch]:
+    def __iter__(self) -> Iterator[Seq2SeqBatch]:
         while True:
             yield from self._pipeline
             self.epoch += 1
@@ -129,6 +134,8 @@ class EpochReader:
         self._pipeline.load_state_dict(state["pipeline"])
 
 
-def fixed_batches(examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int) -> list[TranslationBatch]:
+def fixed_batches(
+    examples: list[Example], max_tokens: int, max_seq_len: int, pad_idx: int, length_of: str = "target"
+) -> list[Seq2SeqBatch]:
     """Unshuffled batches over all examples (validation)."""
-    return list(_pipeline(examples, max_tokens, max_seq_len, pad_idx, shuffle_seed=None))
+    return list(_pipeline(examples, max_tokens, max_seq_len, pad_idx, shuffle_seed=None, length_of=length_of))

@@ -1,20 +1,20 @@
-"""Beam search with fairseq2's generator, and sacreBLEU scoring."""
+"""Beam search with fairseq2's generator, for every encoder-decoder task."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sacrebleu
 import torch
 
 from seqkd.runtime import ensure_fairseq2
-from seqkd.tasks.translation.config import TranslationGeneration
-from seqkd.tasks.translation.vocab import BOS, EOS, PAD, UNK
+from seqkd.tasks.seq2seq.config import BeamSettings
+from seqkd.tasks.seq2seq.vocab import BOS, EOS, PAD, UNK
 
 ensure_fairseq2()
 
 from fairseq2.data.tokenizers import VocabularyInfo  # noqa: E402
 from fairseq2.generation.beam_search import BeamSearchSeq2SeqGenerator  # noqa: E402
+from fairseq2.generation.step_processor import NGramRepeatBlockProcessor  # noqa: E402
 from fairseq2.models.transformer import TransformerModel  # noqa: E402
 from fairseq2.nn import BatchLayout  # noqa: E402
 
@@ -34,7 +34,7 @@ def beam_search(
     model: TransformerModel,
     sources: list[list[int]],
     vocab_size: int,
-    settings: TranslationGeneration,
+    settings: BeamSettings,
     max_seq_len: int,
     nbest: int = 1,
 ) -> Decoded:
@@ -47,8 +47,10 @@ def beam_search(
         VocabularyInfo(vocab_size, UNK, BOS, EOS, PAD),
         beam_size=settings.beam_size,
         len_penalty=settings.len_penalty,
+        min_gen_len=settings.min_len,
         max_gen_len=(settings.max_len_a, settings.max_len_b),
         max_seq_len=max_seq_len,
+        step_processors=[NGramRepeatBlockProcessor(settings.no_repeat_ngram)] if settings.no_repeat_ngram else None,
     )
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     batches = [order[lo : lo + settings.batch_size] for lo in range(0, len(order), settings.batch_size)]
@@ -70,15 +72,3 @@ def beam_search(
     model.train(was_training)
     return Decoded([results[i] for i in range(len(sources))])
 
-
-def score(hypotheses: list[str], references: list[str]) -> dict[str, float | str]:
-    """Corpus BLEU and chrF with their sacreBLEU signatures."""
-    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
-    bleu_score = bleu.corpus_score(hypotheses, [references])
-    chrf_score = chrf.corpus_score(hypotheses, [references])
-    return {
-        "bleu": round(bleu_score.score, 2),
-        "chrf": round(chrf_score.score, 2),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
