@@ -36,7 +36,7 @@ CAPABILITIES: dict[str, str] = {
     "hidden_states": "`hidden_states(model, batch, view)` returns `HiddenStates(hidden, mask, output)`: final hidden states and the `forward()` output of the same pass",
     "parameter_classes": "`parameter_classes(model)` maps each weight class (e.g. `encoder.self_attn.q_proj.weight`) to the model's parameter names, one per layer in order; `layer_counts(model_config)` gives each layer stack's depth",
     "crf": "`forward()` returns `CRFOutput(logits, targets, mask, crf)`: emissions plus the linear-chain CRF (transitions, `nll()`, `kbest()`, `marginals()`)",
-    "perturb": "`perturb(batch, noise, generator)` returns a noisy copy of the batch's inputs (`noise_schema` validates the settings), reproducible from the generator",
+    "perturb": "`perturb(batch, noise, generator, view, neighbours)` returns a noisy copy of the batch's inputs (`noise_schema` validates the settings), reproducible from the generator; `noise_neighbours(model, noise)` gives the replacements such noise draws from (each token's nearest tokens in a model's embedding space), or None",
     "layer_states": "`layer_states(model, batch, attentions)` returns `LayerStates(hidden, attentions, mask, output)`: every layer's hidden states (embeddings first) and, on request, attention maps, with the `forward()` output of the same pass",
     "layer_init": "`init_from_layers(student, teacher, layers)` copies the teacher's embeddings, head and chosen layers into a shallower student of the same kind and width",
 }
@@ -47,7 +47,7 @@ CAPABILITY_HOOKS: dict[str, tuple[str, ...]] = {
     "generation": ("generate", "detokenize", "target_texts", "sentence_score"),
     "hidden_states": ("hidden_states",),
     "parameter_classes": ("parameter_classes", "layer_counts"),
-    "perturb": ("perturb",),
+    "perturb": ("perturb", "noise_neighbours"),
     "layer_states": ("layer_states",),
     "layer_init": ("init_from_layers",),
 }
@@ -301,7 +301,16 @@ class TaskAdapter(ABC):
 
     # -- the ``perturb`` capability -----------------------------------------------------------
 
-    def perturb(self, batch: Any, noise: BaseModel, generator: torch.Generator, view: str | None = None) -> Any:
+    def perturb(
+        self, batch: Any, noise: BaseModel, generator: torch.Generator, view: str | None = None,
+        neighbours: torch.Tensor | None = None,
+    ) -> Any:
         """A copy of ``batch`` whose inputs (``view``) are noised by ``noise``; the same generator
-        state gives the same copy, so a resumed run draws the noise it would have drawn."""
+        state gives the same copy, so a resumed run draws the noise it would have drawn. Tokens are
+        replaced by their ``neighbours`` (from ``noise_neighbours``) where the noise says so."""
+        raise NotImplementedError(f"task {self.name!r} does not offer perturb")
+
+    def noise_neighbours(self, model: torch.nn.Module, noise: BaseModel) -> torch.Tensor | None:
+        """The replacement candidates ``noise`` draws from, in ``model``'s input embedding space
+        (``(V, k)``: each token's nearest tokens), or None when it replaces nothing that way."""
         raise NotImplementedError(f"task {self.name!r} does not offer perturb")
