@@ -102,7 +102,7 @@ class ClassifierConfig(BaseModel):
         if self.kind == "pretrained":
             if self.pretrained is None:
                 raise ValueError("kind: pretrained needs `pretrained: {package: ...}` or `pretrained: {path: ...}`")
-            sized = sorted({"dim", "heads", "ffn_dim", "dropout"} & self.model_fields_set)
+            sized = sorted(f for f in ("dim", "heads", "ffn_dim", "dropout") if getattr(self, f) != type(self).model_fields[f].default)
             if sized:
                 raise ValueError(f"{', '.join(sized)}: a pretrained encoder's sizes come from its config.json")
         else:
