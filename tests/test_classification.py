@@ -241,6 +241,7 @@ def test_tiny_run_on_debian_synopses_learns_and_keeps_pseudo_classifiers_out_of_
 def test_recipes_validate():
     from seqkd.recipe import load_recipe
 
-    for path in sorted((REPO / "recipes").glob("*/*.yaml")):
-        if path.parent.name in ("debian-sections", "glue-sst2"):
-            assert load_recipe(path).only_task().name == "classification", path
+    paths = sorted((REPO / "recipes" / "debian-sections").glob("*.yaml")) + [REPO / "recipes" / "glue-sst2" / "full.yaml"]
+    assert len(paths) == 3
+    for path in paths:  # validation reads no data: SST-2's files need not be here
+        assert load_recipe(path).only_task().cls.name == "classification", path
