@@ -13,7 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rouge_score import rouge_scorer, scoring
+from rouge_score import rouge_scorer
 
 from seqkd import distributed
 from seqkd.errors import DataError
@@ -27,15 +27,19 @@ from seqkd.tasks.summarization.corpus import read_jsonl, read_xsum
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 (× 100) of ``rouge-score`` with Porter stemming, one reference each."""
+def document_rouge(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
+    """ROUGE-1/2/L F1 (× 100) of each prediction against its reference: ``rouge-score`` with Porter stemming."""
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for prediction, reference in zip(predictions, references, strict=True):
-        scores: dict[str, scoring.Score] = scorer.score(reference, prediction)
-        for kind in ROUGE_TYPES:
-            totals[kind] += scores[kind].fmeasure
-    return {kind: round(100 * total / max(len(predictions), 1), 2) for kind, total in totals.items()}
+    return [
+        {kind: 100 * score.fmeasure for kind, score in scorer.score(reference, prediction).items()}
+        for prediction, reference in zip(predictions, references, strict=True)
+    ]
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 (× 100) over the documents, rounded to 2 places."""
+    scores = document_rouge(predictions, references)
+    return {kind: round(sum(s[kind] for s in scores) / max(len(scores), 1), 2) for kind in ROUGE_TYPES}
 
 
 class SummarizationTask(Seq2SeqTask):
