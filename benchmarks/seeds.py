@@ -49,8 +49,15 @@ def expand(raw: dict[str, Any], seeds: list[int], shared: set[str]) -> tuple[dic
     return {**raw, "stages": stages}, origin
 
 
-def run_seeds(recipe_path: Path, seeds: list[int], out: Path, shared: set[str] = frozenset(), overrides: list[str] = ()) -> SeedRuns:
-    raw, origin = expand(yaml.safe_load(recipe_path.read_text()), seeds, set(shared))
+def run_seeds(
+    recipe_path: Path, seeds: list[int], out: Path, shared: set[str] = frozenset(), overrides: list[str] = (),
+    stages: list[str] | None = None,
+) -> SeedRuns:
+    """Run the recipe per seed; ``stages`` keeps only those (and must include the teachers they name)."""
+    raw = yaml.safe_load(recipe_path.read_text())
+    if stages is not None:
+        raw["stages"] = [s for s in raw["stages"] if s["name"] in stages]
+    raw, origin = expand(raw, seeds, set(shared))
     out.mkdir(parents=True, exist_ok=True)
     expanded = out / recipe_path.name
     expanded.write_text(yaml.safe_dump(raw, sort_keys=False))

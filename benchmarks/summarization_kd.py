@@ -44,9 +44,9 @@ def bootstrap(differences: list[float], resamples: int = 2000, seed: int = 0) ->
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
-def measure(recipe: Path, seeds: list[int], out: Path) -> dict:
+def measure(recipe: Path, seeds: list[int], out: Path, stages: list[str] | None) -> dict:
     began = time.perf_counter()
-    runs = run_seeds(recipe, seeds, out)
+    runs = run_seeds(recipe, seeds, out, stages=stages)
     engine = Engine(runs.recipe)
     task = engine.task()
     split = runs.recipe.only_task().evaluation.split
@@ -72,7 +72,8 @@ def measure(recipe: Path, seeds: list[int], out: Path) -> dict:
     return {
         "recipe": str(recipe.relative_to(REPO)), "split": split, "documents": len(references), "seeds": seeds,
         "date": datetime.date.today().isoformat(), "minutes": round((time.perf_counter() - began) / 60, 1),
-        "command": f"OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.summarization_kd --seeds {' '.join(map(str, seeds))}",
+        "command": f"OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.summarization_kd --seeds {' '.join(map(str, seeds))}"
+                   + (f" --stages {' '.join(stages)}" if stages else ""),
         "baseline": BASELINE, "stages": stages, "paired": paired,
     }
 
@@ -112,10 +113,11 @@ def main() -> None:
     parser.add_argument("recipe", type=Path, nargs="?", default=RECIPE)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-summarization"))
+    parser.add_argument("--stages", nargs="+", help="only these stages of the recipe (default: all; keep the teacher)")
     parser.add_argument("--render", action="store_true", help="only render the tables from the results file")
     args = parser.parse_args()
     if not args.render:
-        atomic_write_text(RESULTS, json.dumps(measure(args.recipe.resolve(), args.seeds, args.out), indent=1) + "\n")
+        atomic_write_text(RESULTS, json.dumps(measure(args.recipe.resolve(), args.seeds, args.out, args.stages), indent=1) + "\n")
     table = render(json.loads(RESULTS.read_text(encoding="utf-8")))
     print(table)
     for page in (REPO / "docs" / "benchmarks.md", REPO / "README.md"):
