@@ -44,9 +44,9 @@ def bootstrap(differences: list[float], resamples: int = 2000, seed: int = 0) ->
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
-def measure(recipe: Path, seeds: list[int], out: Path, stages: list[str] | None) -> dict:
+def measure(recipe: Path, seeds: list[int], out: Path, only: list[str] | None) -> dict:
     began = time.perf_counter()
-    runs = run_seeds(recipe, seeds, out, stages=stages)
+    runs = run_seeds(recipe, seeds, out, stages=only)
     engine = Engine(runs.recipe)
     task = engine.task()
     split = runs.recipe.only_task().evaluation.split
@@ -73,7 +73,7 @@ def measure(recipe: Path, seeds: list[int], out: Path, stages: list[str] | None)
         "recipe": str(recipe.relative_to(REPO)), "split": split, "documents": len(references), "seeds": seeds,
         "date": datetime.date.today().isoformat(), "minutes": round((time.perf_counter() - began) / 60, 1),
         "command": f"OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.summarization_kd --seeds {' '.join(map(str, seeds))}"
-                   + (f" --stages {' '.join(stages)}" if stages else ""),
+                   + (f" --stages {' '.join(only)}" if only else ""),
         "baseline": BASELINE, "stages": stages, "paired": paired,
     }
 
