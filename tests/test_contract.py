@@ -245,7 +245,7 @@ def test_perturb_is_reproducible_from_the_generator(trained_run):
 
 
 def test_the_corpus_is_hashed_once_per_run(tmp_path, monkeypatch):
-    import seqkd.tasks.translation.adapter as adapter
+    import seqkd.tasks.seq2seq.adapter as adapter
 
     real, calls = adapter.file_sha256, []
     monkeypatch.setattr(adapter, "file_sha256", lambda path: calls.append(path) or real(path))

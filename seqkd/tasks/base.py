@@ -19,13 +19,15 @@ Later adapters add their own output types and capabilities (``crf``, ...).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel
+
+from seqkd.errors import DataError
 
 
 # The capabilities seqkd defines a contract for, and what an adapter that offers one provides
@@ -138,6 +140,23 @@ class BatchReader(Protocol):
 
 
 TargetSet = Mapping[int, Any] | None  # example index -> replacement target; None: the gold targets
+
+
+def with_target_sets(original: list[Any], target_sets: Sequence[TargetSet], replace: Callable[[Any, Any], Any | None]) -> list[Any]:
+    """The training examples of every target set in turn, for ``train_reader``: ``None`` is
+    ``original`` as it is; a mapping gives ``replace(original[index], target)`` for each listed index
+    (``None`` from ``replace`` leaves that example out). A mapping that leaves nothing is refused,
+    since training on it would silently train on nothing (e.g. a teacher that generated nothing)."""
+    examples: list[Any] = []
+    for targets in target_sets:
+        if targets is None:
+            examples += original
+            continue
+        replaced = [e for i, t in sorted(targets.items()) if (e := replace(original[i], t)) is not None]
+        if not replaced:
+            raise DataError("the replacement training targets are empty or do not fit the examples (e.g. a teacher that generated nothing)")
+        examples += replaced
+    return examples
 
 
 class TaskAdapter(ABC):

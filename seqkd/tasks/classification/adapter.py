@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from seqkd.errors import DataError
 from seqkd.hashing import file_sha256, settings_json
-from seqkd.tasks.base import ClassLogits, LayerStates, TargetSet, TaskAdapter
+from seqkd.tasks.base import ClassLogits, LayerStates, TargetSet, TaskAdapter, with_target_sets
 from seqkd.tasks.batching import EpochReader, Example, budget_groups
 from seqkd.tasks.classification.config import ClassificationConfig, ClassificationEvaluation, ClassifierConfig
 from seqkd.tasks.classification.corpus import Example as Text
@@ -177,13 +177,7 @@ class ClassificationTask(TaskAdapter):
 
     def train_reader(self, max_tokens: int, seed: int, target_sets: Sequence[TargetSet] = (None,)) -> EpochReader:
         """Shuffled training batches; a target set maps example indices to label ids."""
-        original = self._examples("train")
-        examples: list[Example] = []
-        for targets in target_sets:
-            if targets is None:
-                examples += original
-            else:
-                examples += [{**original[i], "label": int(label)} for i, label in sorted(targets.items())]
+        examples = with_target_sets(self._examples("train"), target_sets, lambda example, label: {**example, "label": int(label)})
         return EpochReader(examples, max_tokens, seed, lambda group: collate(group, self.pad_idx))
 
     def valid_batches(self, max_tokens: int) -> list[ClassificationBatch]:

@@ -16,7 +16,7 @@ import torch
 from seqkd.errors import DataError
 from seqkd.fileio import atomic_write_text, read_json
 from seqkd.hashing import file_sha256, settings_json
-from seqkd.tasks.base import CRFOutput, TargetSet, TaskAdapter
+from seqkd.tasks.base import CRFOutput, TargetSet, TaskAdapter, with_target_sets
 from seqkd.tasks.batching import EpochReader
 from seqkd.tasks.ner.batching import Example, NERBatch, budget_batches, collate
 from seqkd.tasks.ner.config import TaggerConfig, NERConfig, NEREvaluation
@@ -182,16 +182,10 @@ class NERTask(TaskAdapter):
         return self._encoded[split]
 
     def train_reader(self, max_tokens: int, seed: int, target_sets: Sequence[TargetSet] = (None,)) -> EpochReader:
-        original = self._examples("train")
-        examples: list[Example] = []
-        for targets in target_sets:
-            if targets is None:
-                examples += original
-                continue
-            replaced = [{**original[i], "tags": torch.tensor(t)} for i, t in sorted(targets.items()) if len(t) == len(original[i]["tokens"])]
-            if not replaced:
-                raise DataError("the replacement training tags are empty or do not match the sentences' lengths")
-            examples += replaced
+        def replace(example: Example, tags: list[int]) -> Example | None:
+            return {**example, "tags": torch.tensor(tags)} if len(tags) == len(example["tokens"]) else None
+
+        examples = with_target_sets(self._examples("train"), target_sets, replace)
         return EpochReader(examples, max_tokens, seed, partial(collate, pad_idx=self._word_ids[PAD]))
 
     def valid_batches(self, max_tokens: int) -> list[NERBatch]:

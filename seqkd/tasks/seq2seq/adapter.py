@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from seqkd.errors import DataError
 from seqkd.hashing import file_sha256, settings_json
-from seqkd.tasks.base import HiddenStates, NBest, TargetSet, TaskAdapter, TokenLogits
+from seqkd.tasks.base import HiddenStates, NBest, TargetSet, TaskAdapter, TokenLogits, with_target_sets
 from seqkd.tasks.seq2seq.batching import VIEW, EpochReader, Example, Seq2SeqBatch, fixed_batches
 from seqkd.tasks.seq2seq.corpus import Pair
 from seqkd.tasks.seq2seq.config import BeamSettings, Seq2SeqNoise, VocabularyConfig
@@ -189,20 +189,11 @@ class Seq2SeqTask(TaskAdapter):
         return self.max_source_len if self.batch_by == "source" else self.max_target_len
 
     def train_reader(self, max_tokens: int, seed: int, target_sets: Sequence[TargetSet] = (None,)) -> EpochReader:
-        original = self._examples("train")
-        examples: list[Example] = []
-        for targets in target_sets:
-            if targets is None:
-                examples += original
-                continue
-            replaced = [
-                {**original[i], "target": torch.tensor([BOS] + t + [EOS])}
-                for i, t in sorted(targets.items())
-                if t and len(t) + 2 <= self.max_target_len
-            ]
-            if not replaced:
-                raise DataError("the replacement training targets are empty (e.g. a teacher that generated nothing)")
-            examples += replaced
+        def replace(example: Example, target: list[int]) -> Example | None:
+            fits = target and len(target) + 2 <= self.max_target_len
+            return {**example, "target": torch.tensor([BOS] + target + [EOS])} if fits else None
+
+        examples = with_target_sets(self._examples("train"), target_sets, replace)
         return EpochReader(examples, max_tokens, self._batch_len, PAD, seed, self.batch_by)
 
     def valid_batches(self, max_tokens: int) -> list[Seq2SeqBatch]:
