@@ -315,3 +315,18 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(
             f"{path}: corrupt gzip data after line {lineno} ({exc}); copy or download it again"
         ) from None
+
+
+def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file (plain or gzipped);
+    a line that is not JSON, or not a JSON object, is a ``DataError`` naming file and line."""
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not a JSON object ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: not a JSON object but {type(row).__name__}")
+        yield lineno, row

@@ -285,8 +285,8 @@ def jsonl_recipe(tmp_path: Path, rows: list, **data) -> Path:
 
 
 @pytest.mark.parametrize("row, message", [
-    ("[1, 2]", r"c.jsonl:2: a line must be a JSON object, not list"),
-    ("{not json", r"c.jsonl:2: not JSON"),
+    ("[1, 2]", r"c.jsonl:2: not a JSON object but list"),
+    ("{not json", r"c.jsonl:2: not a JSON object \(Expecting"),
     ({"document": "a b", "split": "train"}, r"c.jsonl:2: no field 'summary' \(the object has: document, split\)"),
     ({"document": " ", "summary": "s", "split": "train"}, r"c.jsonl:2: field 'document' is empty"),
     ({"document": "d", "summary": "s", "split": "dev"}, r"c.jsonl:2: field 'split' is 'dev'; choose one of: train, valid, test"),

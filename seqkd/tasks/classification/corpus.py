@@ -9,14 +9,13 @@ fixes the data rather than trains on it.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seqkd.errors import DataError
-from seqkd.fileio import read_lines
+from seqkd.fileio import read_json_lines, read_lines
 
 SPLIT_NAMES = {"train": "train", "valid": "valid", "dev": "valid", "validation": "valid", "test": "test"}
 
@@ -42,19 +41,10 @@ def file_format(path: Path, given: str | None) -> str:
 
 def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, row)``: JSONL objects, or TSV/CSV rows keyed by the header's column names."""
-    lines = read_lines(path)
     if fmt == "jsonl":
-        for number, line in lines:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not a JSON object ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: not a JSON object")
-            yield number, row
+        yield from read_json_lines(path)
         return
+    lines = read_lines(path)
     delimiter = "\t" if fmt == "tsv" else ","
     # TSV fields are taken as written (GLUE's TSVs hold unbalanced quotes); CSV follows RFC 4180
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL

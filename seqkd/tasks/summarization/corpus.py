@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from seqkd.errors import DataError
-from seqkd.fileio import read_lines
+from seqkd.fileio import read_json_lines
 from seqkd.tasks.seq2seq.corpus import Pair
 
 SPLITS = ("train", "valid", "test")
@@ -35,15 +35,7 @@ def _text(row: dict, field: str, path: Path, lineno: int) -> str:
 
 def read_jsonl(path: Path, document_field: str, summary_field: str, split_field: str | None = None) -> Iterator[tuple[str | None, Pair]]:
     """``(split, pair)`` per non-blank line; the split is the row's ``split_field`` (None without one)."""
-    for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{lineno}: a line must be a JSON object, not {type(row).__name__}")
+    for lineno, row in read_json_lines(path):
         split = None
         if split_field is not None:
             split = row.get(split_field)
