@@ -20,7 +20,6 @@ import datetime
 import json
 import random
 import statistics
-import time
 from pathlib import Path
 
 from benchmarks.common import REPO
@@ -45,7 +44,6 @@ def bootstrap(differences: list[float], resamples: int = 2000, seed: int = 0) ->
 
 
 def measure(recipe: Path, seeds: list[int], out: Path, only: list[str] | None) -> dict:
-    began = time.perf_counter()
     runs = run_seeds(recipe, seeds, out, stages=only)
     engine = Engine(runs.recipe)
     task = engine.task()
@@ -71,7 +69,7 @@ def measure(recipe: Path, seeds: list[int], out: Path, only: list[str] | None) -
         }
     return {
         "recipe": str(recipe.relative_to(REPO)), "split": split, "documents": len(references), "seeds": seeds,
-        "date": datetime.date.today().isoformat(), "minutes": round((time.perf_counter() - began) / 60, 1),
+        "date": datetime.date.today().isoformat(),
         "command": f"OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.summarization_kd --seeds {' '.join(map(str, seeds))}"
                    + (f" --stages {' '.join(only)}" if only else ""),
         "baseline": BASELINE, "stages": stages, "paired": paired,
@@ -93,7 +91,7 @@ def render(results: dict) -> str:
     lines.append("")
     lines.append(
         f"{results['documents']} {results['split']} documents, seeds {', '.join(map(str, results['seeds']))} "
-        f"({results['recipe']}; {results['date']}, {results['minutes']} min). Results file: `{RESULTS.relative_to(REPO)}`."
+        f"({results['recipe']}; {results['date']}). Results file: `{RESULTS.relative_to(REPO)}`."
     )
     return "\n".join(lines)
 
