@@ -299,7 +299,7 @@ def test_bad_jsonl_lines_are_named_by_file_and_line(tmp_path, row, message):
 
 def test_field_names_are_configurable_and_long_documents_are_truncated_and_counted(tmp_path, capsys):
     rows = [{"text": " ".join(["word"] * n), "headline": "short title", "part": split}
-            for n, split in [(10, "train"), (500, "train"), (5, "valid"), (400, "test"), (8, "test")]]
+            for n, split in [(10, "train"), (500, "train"), (5, "valid"), (8, "test"), (400, "test")]]
     path = jsonl_recipe(tmp_path, rows, document_field="text", summary_field="headline", split_field="part")
     engine = Engine(load_recipe(path, ["task.max_source_len=64", "task.vocab_size=64"]))
     task = engine.task()
@@ -308,6 +308,8 @@ def test_field_names_are_configurable_and_long_documents_are_truncated_and_count
     task._examples("train")
     assert "truncated" not in capsys.readouterr().err  # once
     assert task.score("test", ["short title", "title"], task.evaluation_schema())["truncated_documents"] == 1
+    assert task.score("test", ["short title"], task.evaluation_schema())["truncated_documents"] == 0  # of the scored ones
+
 
 
 def test_cnn_dailymail_line_files_and_xsum_files_are_read(tmp_path):

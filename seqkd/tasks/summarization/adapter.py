@@ -56,6 +56,7 @@ class SummarizationTask(Seq2SeqTask):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+        self._cut: dict[str, list[bool]] = {}  # per split: which documents max_source_len cuts
 
     @property
     def max_source_len(self) -> int:
@@ -110,10 +111,12 @@ class SummarizationTask(Seq2SeqTask):
             )
         return examples
 
-    def truncated(self, split: str) -> int:
-        """How many documents of ``split`` are cut to ``max_source_len``."""
-        cut = self.config.max_source_len - 1
-        return sum(len(ids) > cut for ids in self.vocab.encode([p.source for p in self.pairs()[split]]))
+    def truncated(self, split: str, count: int | None = None) -> int:
+        """How many of the first ``count`` (default: all) documents of ``split`` are cut to ``max_source_len``."""
+        if split not in self._cut:
+            cut = self.config.max_source_len - 1
+            self._cut[split] = [len(ids) > cut for ids in self.vocab.encode([p.source for p in self.pairs()[split]])]
+        return sum(self._cut[split][:count])
 
     # -- metrics ------------------------------------------------------------------------------
 
@@ -123,7 +126,7 @@ class SummarizationTask(Seq2SeqTask):
             raise DataError(f"no {split} summaries to score")
         report: dict[str, Any] = {"split": split, "documents": len(predictions), "beam_size": options.beam_size}
         report.update(rouge(predictions, references))
-        report["truncated_documents"] = self.truncated(split)
+        report["truncated_documents"] = self.truncated(split, len(predictions))
         report["rouge_signature"] = f"rouge-score {version('rouge-score')}|F1|stemmer:porter|tokenizer:default"
         return report
 
