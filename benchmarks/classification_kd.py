@@ -7,7 +7,10 @@ weights; ``distilbert`` re-initialises it from every other teacher layer), so th
 only in their loss. The teacher is trained once and shared by every seed (``benchmarks.seeds``).
 The results go to ``benchmarks/results/classification_kd.json`` and their table into
 docs/benchmarks.md between the ``classification_kd`` markers, so the page shows what was measured.
-Budgeted for about 40 minutes on 2 CPU cores with the defaults.
+Not yet a fair comparison, so no table is published: ``distilbert`` students start from the
+fine-tuned teacher's layers and head, the others from pretrained MiniLM layers with a new head, and
+150 updates barely train a new 27-way head (one seed: distilbert 48.8-53.0 % accuracy, the others
+6.8-23.7 %, teacher 54.7 %). Give every student the same start before running it for a table.
 
     .venv/bin/python -m benchmarks.classification_kd [--seeds 1 2 3] [--student-steps 150] [--out runs/bench-classification]
 """
