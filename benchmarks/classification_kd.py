@@ -2,38 +2,40 @@
 hidden_mse, distilbert and universal_kd; accuracy and macro-F1 mean ± std over seeds, parameters
 and sentences/s.
 
-Every student is the teacher's architecture cut to 2 or 3 layers (its first layers' pretrained
-weights; ``distilbert`` re-initialises it from every other teacher layer), so the methods differ
-only in their loss. The teacher is trained once and shared by every seed (``benchmarks.seeds``).
-The results go to ``benchmarks/results/classification_kd.json`` and their table into
-docs/benchmarks.md between the ``classification_kd`` markers, so the page shows what was measured.
-Not yet a fair comparison, so no table is published: ``distilbert`` students start from the
-fine-tuned teacher's layers and head, the others from pretrained MiniLM layers with a new head, and
-150 updates barely train a new 27-way head (one seed: distilbert 48.8-53.0 % accuracy, the others
-6.8-23.7 %, teacher 54.7 %). Give every student the same start before running it for a table.
+Every student is the teacher's architecture cut to 2 or 3 layers and starts the same way, from the
+fine-tuned teacher's embeddings, head and every other layer (``init: teacher`` with
+``init_layers``, DistilBERT's start), so the methods differ only in their loss; every student gets
+the same updates, learning rate and seed. The teacher is trained once and shared by every seed
+(``benchmarks.seeds``). The results go to ``benchmarks/results/classification_kd.json`` and their
+table into docs/benchmarks.md and the README between the ``classification_kd`` markers. Paired
+differences are each student's accuracy minus the fine-tuned student of its depth and seed, with a
+95 % bootstrap interval over test synopses (2,000 resamples) for the seed-averaged difference.
 
-    .venv/bin/python -m benchmarks.classification_kd [--seeds 1 2 3] [--student-steps 150] [--out runs/bench-classification]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.classification_kd [--seeds 1 2 3] [--student-steps 150] [--out runs/bench-classification]
+    .venv/bin/python -m benchmarks.classification_kd --render   # tables from the results file only
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import re
+import statistics
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.common import REPO
-from benchmarks.seeds import mean_std, run_seeds, table
+from benchmarks.common import REPO, write_between_markers
+from benchmarks.seeds import bootstrap, mean_std, run_seeds
+from seqkd.engine import Engine
+from seqkd.fileio import atomic_write_text
 
 RECIPE = REPO / "recipes" / "debian-sections" / "quick.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "classification_kd.json"
-DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- classification_kd:begin -->", "<!-- classification_kd:end -->"
+MARK = "classification_kd"
 INIT = {2: [0, 3], 3: [0, 2, 4]}  # every other teacher layer (DistilBERT's rule), for 2 and 3 of 6
-METHODS = {  # stage prefix -> (method, options)
+METHODS = {  # stage prefix -> (method, options); fixed before any run, the papers' or seqkd's defaults
     "fine-tune": ("supervised", {}),
     "logit_kd": ("word_kd", {"alpha": 0.5, "temperature": 2.0}),
     "hidden_mse": ("hidden_mse", {"alpha": 0.5, "beta": 10.0, "temperature": 2.0}),
@@ -43,7 +45,7 @@ METHODS = {  # stage prefix -> (method, options)
 
 
 def benchmark_recipe(student_steps: int, out: Path) -> Path:
-    """quick.yaml's task and teacher, with every method on 2- and 3-layer MiniLM students."""
+    """quick.yaml's task and teacher, with every method on 2- and 3-layer students cut from it."""
     raw = yaml.safe_load(RECIPE.read_text())
     raw["task"]["data"]["corpus"] = str((RECIPE.parent / raw["task"]["data"]["corpus"]).resolve())
     minilm = raw["models"]["minilm"]
@@ -52,10 +54,11 @@ def benchmark_recipe(student_steps: int, out: Path) -> Path:
     for n, layers in INIT.items():
         for prefix, (method, options) in METHODS.items():
             stage: dict[str, Any] = {"name": f"{prefix}-{n}", "method": method, "model": f"minilm{n}",
+                                     "init": "teacher", "init_layers": layers,
                                      "training": {"max_steps": student_steps, "lr": 0.0002, "warmup_steps": 15}}
             if method != "supervised":
                 stage["teacher"] = "teacher"
-                stage["options"] = {**options, **({"init_layers": layers} if method == "distilbert" else {})}
+                stage["options"] = options
             stages.append(stage)
     raw["stages"] = stages
     out.mkdir(parents=True, exist_ok=True)
@@ -64,29 +67,64 @@ def benchmark_recipe(student_steps: int, out: Path) -> Path:
     return path
 
 
+def measure(seeds: list[int], student_steps: int, out: Path) -> dict[str, Any]:
+    runs = run_seeds(benchmark_recipe(student_steps, out), seeds, out, shared={"teacher"})
+    engine = Engine(runs.recipe)
+    split = runs.recipe.only_task().evaluation.split
+    gold = [t.label for t in engine.task().texts()[split]]
+
+    def correct(stage_name: str) -> list[float]:
+        lines = (engine.stage_dir(stage_name) / f"predictions.{split}.txt").read_text(encoding="utf-8").split("\n")
+        return [100.0 * (p == g) for p, g in zip(lines, gold)]
+
+    stages, per_sentence = {}, {}
+    for name, reports in runs.reports.items():
+        stages[name] = {
+            "method": reports[0].method, "layers": 6 if name == "teacher" else int(name.rsplit("-", 1)[1]),
+            "parameters": reports[0].parameters, "sentences_per_second": reports[0].metrics["sentences_per_second"],
+            "seeds": [{"seed": s, "accuracy": r.metrics["accuracy"], "macro_f1": r.metrics["macro_f1"]} for s, r in zip(seeds, reports)],
+        }
+        per_sentence[name] = [correct(r.name) for r in reports]
+    paired = {}
+    for name, stage in stages.items():
+        base = f"fine-tune-{stage['layers']}"
+        if name in ("teacher", base):
+            continue
+        seed_mean = [statistics.mean(x) - statistics.mean(b) for x, b in zip(zip(*per_sentence[name]), zip(*per_sentence[base]))]
+        paired[name] = {
+            "baseline": base,
+            "per_seed": [round(a["accuracy"] - b["accuracy"], 2) for a, b in zip(stage["seeds"], stages[base]["seeds"])],
+            "accuracy_ci95": [round(x, 2) for x in bootstrap(seed_mean)],
+        }
+    return {
+        "recipe": str(RECIPE.relative_to(REPO)), "split": split, "sentences": len(gold), "seeds": seeds,
+        "student_steps": student_steps, "date": datetime.date.today().isoformat(),
+        "command": f"OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.classification_kd --seeds {' '.join(map(str, seeds))} --student-steps {student_steps}",
+        "stages": stages, "paired": paired,
+    }
+
+
 def render(results: dict[str, Any]) -> str:
-    rows = [["stage", "method", "layers", "params", "accuracy", "macro-F1", "sent/s", "vs teacher"]]
-    teacher_speed = results["rows"][0]["sentences_per_second"]
-    for row in results["rows"]:
-        rows.append([
-            row["stage"], row["method"], str(row["layers"]), f"{row['parameters'] / 1e6:.1f}M",
-            mean_std(row["accuracy"]), mean_std(row["macro_f1"]),
-            f"{row['sentences_per_second']:.0f}", f"{row['sentences_per_second'] / teacher_speed:.2f}x",
-        ])
-    return (f"`{results['command']}` ({results['split']} split, {results['sentences']} synopses; seeds {results['seeds']}; "
-            f"students {results['student_steps']} steps)\n\n```\n{table(rows)}\n```")
-
-
-def publish(results: dict[str, Any]) -> None:
-    """Write the results file and replace the table between the markers in docs/benchmarks.md."""
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    text = DOC.read_text()
-    block = f"{BEGIN}\n{render(results)}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + f"\n\n## Classification: MiniLM teacher, 2- and 3-layer students (debian-sections)\n\n{block}\n"
-    DOC.write_text(text)
+    """The markdown table: accuracy and macro-F1 mean ± std, speed, and the paired difference."""
+    lines = ["| stage | method | layers | params | accuracy | macro-F1 | sent/s | Δ acc per seed | Δ acc 95 % CI |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    teacher_speed = results["stages"]["teacher"]["sentences_per_second"]
+    for name, stage in results["stages"].items():
+        pair = results["paired"].get(name)
+        delta = ", ".join(f"{d:+.2f}" for d in pair["per_seed"]) if pair else ("(baseline)" if name != "teacher" else "")
+        ci = "[{:+.2f}, {:+.2f}]".format(*pair["accuracy_ci95"]) if pair else ""
+        speed = f"{stage['sentences_per_second']:.0f} ({stage['sentences_per_second'] / teacher_speed:.1f}×)"
+        lines.append(
+            f"| {name} | `{stage['method']}` | {stage['layers']} | {stage['parameters'] / 1e6:.1f} M | "
+            f"{mean_std([s['accuracy'] for s in stage['seeds']])} | {mean_std([s['macro_f1'] for s in stage['seeds']])} | "
+            f"{speed} | {delta} | {ci} |"
+        )
+    lines += ["", (
+        f"{results['sentences']} {results['split']} synopses, seeds {', '.join(map(str, results['seeds']))}, "
+        f"students {results['student_steps']} updates ({results['recipe']}; {results['date']}). "
+        f"Results file: `{RESULTS.relative_to(REPO)}`."
+    )]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -94,26 +132,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--student-steps", type=int, default=150)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-classification"))
-    parser.add_argument("--render-only", action="store_true", help="re-render docs/benchmarks.md from the results file")
+    parser.add_argument("--render", action="store_true", help="only render the tables from the results file")
     args = parser.parse_args()
-    if args.render_only:
-        publish(json.loads(RESULTS.read_text()))
-        return
-    runs = run_seeds(benchmark_recipe(args.student_steps, args.out), args.seeds, args.out, shared={"teacher"})
-    split = runs.recipe.only_task().evaluation.split
-    results = {
-        "command": "python -m benchmarks.classification_kd " + " ".join(f"--seeds {' '.join(map(str, args.seeds))} --student-steps {args.student_steps}".split()),
-        "split": split, "seeds": args.seeds, "student_steps": args.student_steps,
-        "sentences": runs.reports["teacher"][0].metrics["sentences"],
-        "rows": [
-            {"stage": name, "method": reports[0].method, "layers": 6 if name == "teacher" else int(name.rsplit("-", 1)[1]),
-             "parameters": reports[0].parameters, "accuracy": runs.values(name, "accuracy"), "macro_f1": runs.values(name, "macro_f1"),
-             "sentences_per_second": reports[0].metrics["sentences_per_second"]}
-            for name, reports in runs.reports.items()
-        ],
-    }
-    publish(results)
-    print(render(results))
+    if not args.render:
+        atomic_write_text(RESULTS, json.dumps(measure(args.seeds, args.student_steps, args.out), indent=1) + "\n")
+    table = render(json.loads(RESULTS.read_text(encoding="utf-8")))
+    print(table)
+    for page in (REPO / "docs" / "benchmarks.md", REPO / "README.md"):
+        write_between_markers(page, MARK, table)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seqkd.engine import Engine
+from seqkd.fileio import atomic_write_text
 from seqkd.recipe import Recipe, load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,3 +49,14 @@ def alternating_speed(models: dict[str, Any], run: Callable[[Any], float], round
         for name in (list(models) if r % 2 == 0 else list(reversed(models))):
             speeds[name].append(run(models[name]))
     return {name: statistics.median(values) for name, values in speeds.items()}
+
+
+def write_between_markers(path: Path, mark: str, text: str) -> None:
+    """Replace what stands between ``<!-- mark -->`` and ``<!-- /mark -->`` in ``path`` by ``text``."""
+    page = path.read_text(encoding="utf-8")
+    start, end = f"<!-- {mark} -->", f"<!-- /{mark} -->"
+    if start not in page:
+        raise SystemExit(f"{path}: no {start} ... {end} markers to write the table between")
+    before, rest = page.split(start, 1)
+    _, after = rest.split(end, 1)
+    atomic_write_text(path, f"{before}{start}\n{text}\n{end}{after}")

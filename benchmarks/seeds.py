@@ -10,6 +10,7 @@ checkpoint, and teacher-output caches with the same key are built once.
 
 from __future__ import annotations
 
+import random
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -81,3 +82,11 @@ def table(rows: list[list[str]]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def bootstrap(differences: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of the mean of ``differences`` resampled with replacement."""
+    rng = random.Random(seed)
+    n = len(differences)
+    means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import random
 import statistics
 from pathlib import Path
 
-from benchmarks.common import REPO
-from benchmarks.seeds import mean_std, run_seeds
+from benchmarks.common import REPO, write_between_markers
+from benchmarks.seeds import bootstrap, mean_std, run_seeds
 from seqkd.engine import Engine
 from seqkd.fileio import atomic_write_text
 from seqkd.tasks.summarization.adapter import ROUGE_TYPES, document_rouge
@@ -33,14 +32,6 @@ RECIPE = REPO / "recipes" / "debian-summaries" / "reproduction.yaml"
 BASELINE = "teacher"
 NAMES = {"rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L"}
 MARK = "summarization_kd"
-
-
-def bootstrap(differences: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """The 2.5th and 97.5th percentiles of the mean of ``differences`` resampled with replacement."""
-    rng = random.Random(seed)
-    n = len(differences)
-    means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
 def measure(recipe: Path, seeds: list[int], out: Path, only: list[str] | None) -> dict:
@@ -96,16 +87,6 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_between_markers(path: Path, text: str) -> None:
-    page = path.read_text(encoding="utf-8")
-    start, end = f"<!-- {MARK} -->", f"<!-- /{MARK} -->"
-    if start not in page:
-        raise SystemExit(f"{path}: no {start} ... {end} markers to write the table between")
-    before, rest = page.split(start, 1)
-    _, after = rest.split(end, 1)
-    atomic_write_text(path, f"{before}{start}\n{text}\n{end}{after}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", type=Path, nargs="?", default=RECIPE)
@@ -119,7 +100,7 @@ def main() -> None:
     table = render(json.loads(RESULTS.read_text(encoding="utf-8")))
     print(table)
     for page in (REPO / "docs" / "benchmarks.md", REPO / "README.md"):
-        write_between_markers(page, table)
+        write_between_markers(page, MARK, table)
 
 
 if __name__ == "__main__":

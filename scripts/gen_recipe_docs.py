@@ -103,7 +103,8 @@ and with most methods one of the student's vocabulary or tag set: a method that 
 `same_output_space = False` instead rebuilds each teacher over the output space its model file
 records. Teachers are loaded when the method first uses them, so a stage whose teacher outputs are
 already cached does not load the teacher at all. `init: NAME` starts the stage from the final model
-of an earlier stage of the same model config.
+of an earlier stage of the same model config; with `init_layers: [0, 2, 4]` it keeps only those
+layers of a deeper model of the same kind and width (tasks with the `layer_init` capability).
 
 A stage's `training:` holds overrides of the recipe's `training:`, key by key; `evaluation:` holds
 overrides of the task's `evaluation:` for this stage's report; `options:` holds the method's own

@@ -177,6 +177,7 @@ class Engine:
                 "options": stage.options.model_dump(),
                 "teachers": [upstream(t.stage) if t.stage else self._file_id(t.checkpoint) for t in stage.teachers],
                 "init": upstream(stage.init) if stage.init else None,
+                **({"init_layers": stage.init_layers} if stage.init_layers else {}),
             }, default=str))
         return self._parts[stage.name]
 
@@ -371,7 +372,10 @@ class Engine:
         student = task.build_model(stage.model)
         if stage.init is not None:
             start, _ = load_trained_model(task, self.stage_dir(stage.init) / "model.pt")
-            student.load_state_dict(start.state_dict())
+            if stage.init_layers is None:
+                student.load_state_dict(start.state_dict())
+            else:
+                task.init_from_layers(student, start, stage.init_layers)
         method = self.prepare_method(stage, student, device)
         trainer = Trainer(
             method=method, task=task, student=student, config=stage.training,

@@ -70,6 +70,11 @@ class StageConfig(BaseModel):
         default_factory=list, description="Several teachers: earlier stage names, or `{checkpoint: path}` entries."
     )
     init: str | None = Field(None, description="An earlier stage of the same model config whose final model is this stage's starting point.")
+    init_layers: list[int] | None = Field(
+        None, min_length=1,
+        description="With `init`: keep only these layers (0-based, one per layer of this stage's model, e.g. [0, 2, 4]) "
+        "of a deeper starting model of the same kind and width, with its embeddings and head (tasks with `layer_init`).",
+    )
     training: dict[str, Any] = Field(default_factory=dict, description="Overrides of the recipe's `training:`.")
     options: dict[str, Any] = Field(default_factory=dict, description="The method's options (its own schema).")
     evaluate: bool = Field(True, description="Score the final model on the evaluation split.")
@@ -139,6 +144,7 @@ class Stage:
     model: BaseModel
     teachers: list[TeacherRef]
     init: str | None
+    init_layers: list[int] | None
     training: TrainingConfig
     options: BaseModel
     evaluate: bool
@@ -203,6 +209,7 @@ class Recipe:
                     "model": s.model_role,
                     "teachers": [t.stage if t.stage is not None else {"checkpoint": str(t.checkpoint)} for t in s.teachers],
                     "init": s.init,
+                    "init_layers": s.init_layers,
                     "training": s.training.model_dump(mode="json"),
                     "options": s.options.model_dump(mode="json"),
                     "evaluate": s.evaluate,
@@ -502,9 +509,13 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
                 problems.append(Problem(at + ("teachers",), (
                     f"teacher {ref.stage!r} is a {specs[stage_task[ref.stage]].cls.name} model; "
                     f"this stage trains a {spec.cls.name} model")))
+        if sc.init_layers is not None and sc.init is None:
+            problems.append(Problem(at + ("init_layers",), "`init_layers:` picks layers of the `init:` stage's model; name that stage in `init:`"))
         if sc.init is not None and sc.init not in seen:
             problems.append(Problem(at + ("init",), _choices("earlier stage", sc.init, seen)))
-        elif sc.init is not None and sc.model in models and roles[sc.init] in models and models[roles[sc.init]] != models[sc.model]:
+        elif sc.init_layers is not None and "layer_init" not in spec.cls.capabilities:
+            problems.append(Problem(at + ("init_layers",), f"task {spec.cls.name!r} cannot start a model from chosen layers (no layer_init capability)"))
+        elif sc.init is not None and sc.init_layers is None and sc.model in models and roles[sc.init] in models and models[roles[sc.init]] != models[sc.model]:
             problems.append(Problem(at + ("init",), (
                 f"stage {sc.init!r} trains model {roles[sc.init]!r}, whose config differs from {sc.model!r}: "
                 "its weights cannot initialise this stage's model")))
@@ -538,7 +549,7 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
         if not problems:
             stages.append(Stage(
                 name=sc.name, task=key, method=method_cls, model_role=sc.model, model=models[sc.model],
-                teachers=teachers, init=sc.init, training=training, options=options, evaluate=sc.evaluate,
+                teachers=teachers, init=sc.init, init_layers=sc.init_layers, training=training, options=options, evaluate=sc.evaluate,
                 evaluation=evaluation, outputs=list(sc.outputs),
                 task_origin=_origin(registry, "tasks", spec.cls.name), method_origin=_origin(registry, "methods", sc.method),
             ))

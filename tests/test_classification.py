@@ -192,7 +192,7 @@ def tiny_recipe(output_dir: Path) -> dict:
             {"name": "teacher", "method": "supervised", "model": "teacher"},
             {"name": "universal_kd", "method": "universal_kd", "model": "student", "teacher": "teacher", "training": {"max_steps": 150}},
             {"name": "distilbert", "method": "distilbert", "model": "narrow", "teacher": "teacher", "training": {"max_steps": 60},
-             "options": {"init_layers": [1]}},
+             "init": "teacher", "init_layers": [1]},
             {"name": "hidden_mse", "method": "hidden_mse", "model": "student", "teacher": "teacher", "training": {"max_steps": 20}, "evaluate": False},
         ],
     }
@@ -245,3 +245,16 @@ def test_recipes_validate():
     assert len(paths) == 3
     for path in paths:  # validation reads no data: SST-2's files need not be here
         assert load_recipe(path).only_task().cls.name == "classification", path
+
+
+def test_init_layers_needs_an_init_stage_and_a_task_that_can_pick_layers(tmp_path):
+    from seqkd.recipe import RecipeError, load_recipe
+    from tests.conftest import tiny_recipe as translation_recipe
+
+    raw = translation_recipe(tmp_path / "run")
+    raw["stages"][1]["init_layers"] = [0]
+    with pytest.raises(RecipeError, match=r"init_layers.*name that stage in `init:`"):
+        load_recipe(write_recipe(tmp_path / "a.yaml", raw))
+    raw["stages"][1]["init"] = "teacher"
+    with pytest.raises(RecipeError, match=r"task 'translation' cannot start a model from chosen layers"):
+        load_recipe(write_recipe(tmp_path / "b.yaml", raw))

@@ -1,13 +1,13 @@
-"""``distilbert``: the DistilBERT loss (Sanh et al. 2019) and its initialisation from teacher layers.
+"""``distilbert``: the DistilBERT loss (Sanh et al. 2019).
 
 L = α_ce·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)) + α_task·CE(y, z_S) + α_cos·(1 − cos(h_S, h_T))
 
 with z the classifier logits and h the last layer's hidden state at each real token (its cosine
 term is the mean over a batch's tokens, times the batch's sentences, so a sentence weighs the same
 in every term). DistilBERT distils a masked LM, whose α_mlm·MLM term is the task's own loss here.
-With ``init_layers`` the student starts as the teacher with only those layers kept (DistilBERT:
-every other layer), its embeddings and head copied: the student must be the teacher's kind and
-width, with one layer per listed teacher layer.
+DistilBERT's initialisation (every other teacher layer) is the stage's ``init: teacher`` with
+``init_layers: [0, 2, 4]``, so any method's student can start the same way and a comparison of
+losses compares only the losses.
 """
 
 from __future__ import annotations
@@ -31,26 +31,19 @@ class DistilBERTOptions(BaseModel):
     alpha_task: float = Field(2.0, ge=0.0, description="Weight of the task's own loss (CE on the gold labels; MLM when distilling a masked LM).")
     alpha_cos: float = Field(1.0, ge=0.0, description="Weight of the cosine loss between last-layer hidden states.")
     temperature: float = Field(2.0, gt=0.0, description="Softmax temperature T.")
-    init_layers: list[int] | None = Field(
-        None, min_length=1,
-        description="Teacher layers (0-based) the student starts from, one per student layer, e.g. [0, 2, 4]; none: keep the student's own start.",
-    )
 
 
 class DistilBERT(Method):
     name = "distilbert"
-    description = "DistilBERT: a_ce*T^2*KL + a_task*CE + a_cos*(1 - cos) on last hidden states; student initialised from chosen teacher layers"
-    requires = frozenset({"layer_states", "layer_init"})
+    description = "DistilBERT: a_ce*T^2*KL + a_task*CE + a_cos*(1 - cos) on last hidden states"
+    requires = frozenset({"layer_states"})
     num_teachers = (1, 1)
     options_schema = DistilBERTOptions
 
     options: DistilBERTOptions
 
     def prepare(self, context: StageContext) -> None:
-        """Copy the chosen teacher layers into the student (a resumed run then loads its checkpoint
-        over them), and refuse a student whose width the cosine term cannot compare."""
-        if self.options.init_layers is not None:
-            self.task.init_from_layers(self.student, self.teacher, self.options.init_layers)
+        """Refuse a student whose width the cosine term cannot compare."""
         student, teacher = (probe(self.task, m, context.max_tokens).hidden[-1].shape[-1] for m in (self.student, self.teacher))
         if student != teacher and self.options.alpha_cos > 0:
             raise SeqkdError(f"distilbert: the student is {student} wide and the teacher {teacher}; the cosine term needs equal widths (or alpha_cos: 0)")
