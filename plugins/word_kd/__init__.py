@@ -48,7 +48,7 @@ class WordKD(Method):
             self.topk = TopK(build_topk(self.task, self.teachers[0], context, self.options.top_k, self.options.temperature))
 
     def loss(self, batch: Any, step: int) -> LossOutput:
-        output = self.task.forward(self.student, batch)
+        output = self.student_forward(batch)
         nll, n = self.task.nll(output, self.label_smoothing)
         if self.topk is not None:
             values, indices = self.topk.batch(batch.indices.tolist(), output.logits.shape[1], output.logits.shape[-1])

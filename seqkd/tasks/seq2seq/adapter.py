@@ -71,9 +71,14 @@ class Seq2SeqTask(TaskAdapter):
     def max_target_len(self) -> int:
         """Target tokens (BOS/EOS included) a model is trained on; longer pairs are left out of training."""
 
-    def encode_sources(self, texts: list[str]) -> list[list[int]]:
-        """Token ids + EOS of each source; a task that truncates long sources overrides this."""
+    def encode_sources(self, texts: list[str]) -> list[list[int]] | list[torch.Tensor]:
+        """Token ids + EOS of each source; a task that truncates long sources, or whose sources
+        are not text (speech: a feature tensor per utterance), overrides this."""
         return [ids + [EOS] for ids in self.vocab.encode(texts)]
+
+    def vocabulary_texts(self, pairs: list[Pair]) -> list[str]:
+        """What the sentencepiece vocabulary is trained on: both sides (speech: transcripts only)."""
+        return [s for p in pairs for s in (p.source, p.target)]
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -142,8 +147,7 @@ class Seq2SeqTask(TaskAdapter):
         pairs = self.pairs()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self._vocab_path.exists():
-            sentences = [s for p in pairs["train"] for s in (p.source, p.target)]
-            train_vocabulary(sentences, self._vocab_path, self.config.vocab_size, self.config.vocab_model)
+            train_vocabulary(self.vocabulary_texts(pairs["train"]), self._vocab_path, self.config.vocab_size, self.config.vocab_model)
         self._vocab = load_vocabulary(self._vocab_path)
 
     @property
@@ -171,7 +175,7 @@ class Seq2SeqTask(TaskAdapter):
             cut = self.max_source_len - 1
             views = {v: [ids[:cut] + [EOS] for ids in self.vocab.encode(self.view_lines(v, split))] for v in self.views}
             examples = [
-                {"source": torch.tensor(s), "target": torch.tensor([BOS] + t + [EOS]), "index": i,
+                {"source": torch.as_tensor(s), "target": torch.tensor([BOS] + t + [EOS]), "index": i,
                  **{VIEW + v: torch.tensor(ids[i]) for v, ids in views.items()}}
                 for i, (s, t) in enumerate(zip(src, tgt))
                 if len(s) <= self.max_source_len and len(t) + 2 <= self.max_target_len
@@ -337,14 +341,14 @@ class Seq2SeqTask(TaskAdapter):
 
     def decode(self, model: torch.nn.Module, sources: list[str], settings: BeamSettings) -> list[str]:
         """Detokenized best hypotheses for ``sources`` (source texts)."""
-        decoded = beam_search(model, self.encode_sources(sources), self.vocab_size, settings, self._positions)
+        decoded = beam_search(model, self.encode_sources(sources), self.vocab_size, settings, self._positions, max_source_len=self.max_source_len)
         return self.vocab.decode(decoded.token_ids)
 
     def generate(
         self, model: torch.nn.Module, split: str, start: int, stop: int, settings: BeamSettings, nbest: int
     ) -> list[NBest]:
-        sources = [example["source"].tolist() for example in self._examples(split)[start:stop]]
-        return beam_search(model, sources, self.vocab_size, settings, self._positions, nbest).nbest
+        sources = [example["source"] for example in self._examples(split)[start:stop]]
+        return beam_search(model, sources, self.vocab_size, settings, self._positions, nbest, self.max_source_len).nbest
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.vocab.decode(tokens)

@@ -19,7 +19,7 @@ from fairseq2.nn import BatchLayout  # noqa: E402
 
 @dataclass
 class Seq2SeqBatch:
-    source: torch.Tensor  # (N, S): source tokens + EOS, padded
+    source: torch.Tensor  # (N, S): source tokens + EOS, padded; (N, S, F) for speech features
     source_lens: list[int]
     target_in: torch.Tensor  # (N, T): BOS + target tokens, padded
     target_out: torch.Tensor  # (N, T): target tokens + EOS, padded
@@ -39,7 +39,7 @@ class Seq2SeqBatch:
         return sum(self.target_lens)
 
     def source_layout(self) -> BatchLayout:
-        return BatchLayout(tuple(self.source.shape), self.source_lens, device=self.source.device)
+        return BatchLayout(tuple(self.source.shape[:2]), self.source_lens, device=self.source.device)
 
     def inputs(self, view: str | None) -> tuple[torch.Tensor, BatchLayout]:
         """The source tokens the model reads: the task's own, or a named view's."""
@@ -51,7 +51,7 @@ class Seq2SeqBatch:
                 "a task's views come from `reads:` in its recipe section"
             )
         tokens, lens = self.views[view]
-        return tokens, BatchLayout(tuple(tokens.shape), lens, device=tokens.device)
+        return tokens, BatchLayout(tuple(tokens.shape[:2]), lens, device=tokens.device)
 
     def with_inputs(self, view: str | None, tokens: torch.Tensor, lens: list[int]) -> "Seq2SeqBatch":
         """A copy whose source (or view) is replaced, e.g. by a noisy copy."""

@@ -37,8 +37,12 @@ def beam_search(
     settings: BeamSettings,
     max_seq_len: int,
     nbest: int = 1,
+    max_source_len: int | None = None,
 ) -> Decoded:
-    """Decode ``sources`` (token ids ending in EOS) in length-sorted batches, keeping ``nbest``."""
+    """Decode ``sources`` (token ids ending in EOS, or ``(frames, features)`` tensors) in
+    length-sorted batches, keeping ``nbest``; sources are cut to ``max_source_len`` (default
+    ``max_seq_len``) and hypotheses to ``max_seq_len`` tokens."""
+    max_source_len = max_source_len or max_seq_len
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -56,12 +60,12 @@ def beam_search(
     batches = [order[lo : lo + settings.batch_size] for lo in range(0, len(order), settings.batch_size)]
     results: dict[int, list[tuple[list[int], float]]] = {}
     for idx in batches:
-        seqs = [torch.tensor(sources[i][:max_seq_len]) for i in idx]
+        seqs = [torch.as_tensor(sources[i][:max_source_len]) for i in idx]
         lens = [len(s) for s in seqs]
         src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD).to(device)
         prompt = torch.full((len(idx), 1), BOS, device=device)
         out = generator(
-            src, BatchLayout(tuple(src.shape), lens, device=device), prompt,
+            src, BatchLayout(tuple(src.shape[:2]), lens, device=device), prompt,
             BatchLayout(tuple(prompt.shape), [1] * len(idx), device=device),
         )
         for i, hyps in zip(idx, out.hypotheses):
