@@ -246,17 +246,6 @@ def cmd_cache_clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_speech_data(args: argparse.Namespace) -> int:
-    from seqkd.tasks.asr.synthesize import build_speech_corpus, make_config, repository_path
-
-    given = {"language": args.language, "max_train": args.max_train, "seed": args.seed, "workers": args.workers,
-             "corpus": str(args.corpus) if args.corpus else None}
-    config = make_config(**{k: v for k, v in given.items() if v is not None})
-    corpus = args.corpus if args.corpus else repository_path(config.corpus)
-    print(build_speech_corpus(config, corpus, args.out, force=args.force))
-    return 0
-
-
 def add_nproc_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nproc", type=int, default=1, metavar="N",
@@ -335,16 +324,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
-
-    p = sub.add_parser("speech-data", help="synthesise the English speech -> translation corpus of the asr task (eSpeak NG, offline)")
-    p.add_argument("out", type=Path, help="the folder to build it in")
-    p.add_argument("--corpus", type=Path, help="source JSON lines (default: data/debian-descriptions/classification.jsonl.gz of the repository)")
-    p.add_argument("--language", help="translation language: de, fr, it or da (default: it)")
-    p.add_argument("--max-train", type=int, metavar="N", help="the first N usable train rows (default: 8000)")
-    p.add_argument("--seed", type=int, help="seeds every random choice (default: 0)")
-    p.add_argument("--workers", type=int, metavar="W", help="worker processes; the output does not depend on it (default: 2)")
-    p.add_argument("--force", action="store_true", help="rebuild a folder built with other settings")
-    p.set_defaults(func=cmd_speech_data)
     add_cache_commands(sub)
     wanted = next((a for a in argv or [] if not a.startswith("-")), None)
     if wanted in CORE_COMMANDS:

@@ -13,6 +13,8 @@ def register_tasks(register):
 
 @hookimpl
 def register_commands(register):
+    from seqkd.tasks.asr.commands import SPEECH_DATA
     from seqkd.tasks.seq2seq.commands import decode_command
 
     register(decode_command("transcribe", "wav files, or path#start,end segments"))
+    register(SPEECH_DATA)
