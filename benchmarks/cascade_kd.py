@@ -28,9 +28,10 @@ import numpy as np
 import sacrebleu
 
 from benchmarks.common import REPO, write_between_markers
-from benchmarks.seeds import mean_std, run_seeds
+from benchmarks.seeds import mean_std
 from seqkd.engine import Engine, load_trained_model
 from seqkd.fileio import atomic_write_text
+from seqkd.seeds import run_seeds
 
 RESULTS = REPO / "benchmarks" / "results" / "cascade_kd.json"
 RECIPE = REPO / "recipes" / "debian-speech" / "cascade.yaml"

@@ -27,9 +27,10 @@ from typing import Any
 import yaml
 
 from benchmarks.common import REPO, write_between_markers
-from benchmarks.seeds import bootstrap, mean_std, run_seeds
+from benchmarks.seeds import bootstrap, mean_std
 from seqkd.engine import Engine
 from seqkd.fileio import atomic_write_text
+from seqkd.seeds import run_seeds
 
 RECIPE = REPO / "recipes" / "debian-sections" / "quick.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "classification_kd.json"

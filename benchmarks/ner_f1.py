@@ -13,8 +13,9 @@ import argparse
 from pathlib import Path
 
 from benchmarks.common import REPO, Timer, alternating_speed
-from benchmarks.seeds import mean_std, run_seeds, table
+from benchmarks.seeds import mean_std, table
 from seqkd.engine import Engine, load_trained_model
+from seqkd.seeds import run_seeds
 
 
 def _seconds(fn, *args) -> float:

@@ -22,9 +22,10 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import REPO, write_between_markers
-from benchmarks.seeds import bootstrap, mean_std, run_seeds
+from benchmarks.seeds import bootstrap, mean_std
 from seqkd.engine import Engine
 from seqkd.fileio import atomic_write_text
+from seqkd.seeds import run_seeds
 from seqkd.tasks.summarization.adapter import ROUGE_TYPES, document_rouge
 
 RESULTS = REPO / "benchmarks" / "results" / "summarization_kd.json"

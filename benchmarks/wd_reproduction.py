@@ -15,8 +15,9 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import REPO, alternating_speed, translation_speed
-from benchmarks.seeds import mean_std, run_seeds, table
+from benchmarks.seeds import mean_std, table
 from seqkd.engine import Engine, load_trained_model
+from seqkd.seeds import run_seeds
 
 RECIPE = REPO / "recipes" / "bible-en-es" / "wd.yaml"
 SIZES = ("tiny", "small")

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 import seqkd
+from seqkd.errors import SeqkdError
 from seqkd.plugins import CORE_COMMANDS, get_registry
 
 
@@ -173,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from seqkd.engine import Engine
     from seqkd.recipe import load_recipe
 
+    if args.seeds is not None:
+        return run_seeds(args)
     recipe = load_recipe(args.file, args.overrides)
     print_warnings(recipe)
     engine = Engine(recipe, force=args.force, force_stages=args.force_stage)
@@ -190,6 +193,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(format_reports(recipe, reports))
     return 0
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    """``seqkd run --seeds``: the recipe's stages once per seed, and one summary file."""
+    from seqkd import distributed
+    from seqkd.seeds import format_summary, run_seeds, summarise, write_summary
+
+    clash = [flag for flag, given in (("--stage", args.stage), ("--force-stage", args.force_stage), ("--dry-run", args.dry_run)) if given]
+    if clash:
+        raise SeqkdError(f"--seeds runs every stage of the recipe; it cannot be combined with {', '.join(clash)}")
+    distributed.init()
+    runs = run_seeds(args.file, args.seeds, shared=set(args.shared or ()), overrides=args.overrides, force=args.force)
+    main = distributed.is_main()
+    distributed.finish()
+    if main:
+        summary = summarise(runs, args.baseline)
+        path = write_summary(runs, summary)
+        print(f"{format_summary(summary)}\n\nsummary: {path}")
+    return 0
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers, e.g. 1,2,3") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct seeds, e.g. 1,2,3")
+    return seeds
 
 
 def cmd_cache_build(args: argparse.Namespace) -> int:
@@ -320,6 +352,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             p.add_argument("--stage", action="append", help="run only these stages (earlier ones must be done)")
             p.add_argument("--force-stage", action="append", metavar="STAGE", help="retrain this stage even if its folder could be reused; the others are kept")
             p.add_argument("--dry-run", action="store_true", help="print, per stage, whether it would be reused, resumed, trained or refused, and why; train nothing")
+            p.add_argument("--seeds", type=seed_list, metavar="1,2,3", help="run every stage once per seed and write <output.dir>/seeds.json (mean ± std, paired differences)")
+            p.add_argument("--shared", type=lambda t: [x for x in t.split(",") if x], metavar="STAGE,...", help="with --seeds: stages run once and shared by every seed (e.g. the teacher)")
+            p.add_argument("--baseline", metavar="STAGE", help="with --seeds: the stage every other is compared with, seed by seed")
             add_nproc_option(p)
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
@@ -347,8 +382,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
     except Exception as exc:  # errors a user can act on are printed without a traceback
-        from seqkd.errors import SeqkdError
-
         if isinstance(exc, (SeqkdError, OSError)):  # OSError: a file or device problem the message names
             from seqkd import distributed
 
