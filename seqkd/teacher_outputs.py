@@ -57,7 +57,7 @@ def _same_key_elsewhere(folder: Path, parts: dict[str, str]) -> Path | None:
     return None
 
 
-def _open_or_build(folder: Path, kind: str, parts: dict[str, str], context: StageContext, build) -> Artifact:
+def open_or_build(folder: Path, kind: str, parts: dict[str, str], context: StageContext, build) -> Artifact:
     """This stage's artifact; or another stage's with the same key (e.g. the same teacher's beam
     outputs for seq_kd and weight_distill), read in place; or a new build."""
     def discard_stale() -> None:
@@ -77,7 +77,7 @@ def _open_or_build(folder: Path, kind: str, parts: dict[str, str], context: Stag
     return build()
 
 
-def _progress(context: StageContext, what: str):
+def progress_log(context: StageContext, what: str):
     def report(done: int, total: int) -> None:
         context.log(f"{what}: {done}/{total} examples")
 
@@ -121,9 +121,9 @@ def build_topk(
             "vocab_size": np.array([vocab], dtype=np.int64),
         }
 
-    return _open_or_build(folder, "topk", parts, context, lambda: build_artifact(
+    return open_or_build(folder, "topk", parts, context, lambda: build_artifact(
         folder, "topk", parts, task.num_examples("train"), SHARD_SIZE, make_shard,
-        meta={"k": k, "temperature": temperature}, progress=_progress(context, "teacher top-k"),
+        meta={"k": k, "temperature": temperature}, progress=progress_log(context, "teacher top-k"),
     ))
 
 
@@ -180,9 +180,9 @@ def build_nbest(
             "scores": np.array([s for _, s in hyps], dtype=np.float32),
         }
 
-    return _open_or_build(folder, "nbest", parts, context, lambda: build_artifact(
+    return open_or_build(folder, "nbest", parts, context, lambda: build_artifact(
         folder, "nbest", parts, task.num_examples("train"), shard_size, make_shard,
-        meta=settings_key, progress=_progress(context, "teacher beam search"),
+        meta=settings_key, progress=progress_log(context, "teacher beam search"),
     ))
 
 

@@ -29,7 +29,7 @@ from seqkd.cache import Artifact, CacheError, build_artifact
 from seqkd.hookspecs import hookimpl
 from seqkd.method import LossOutput, Method, StageContext, Teacher
 from seqkd.tasks.base import CRFOutput, TaskAdapter
-from seqkd.teacher_outputs import SHARD_SIZE, _open_or_build, cache_parts
+from seqkd.teacher_outputs import SHARD_SIZE, open_or_build, cache_parts
 
 KBest = list[list[tuple[list[int], float]]]  # per sentence: (tag path, score), best first
 
@@ -115,7 +115,7 @@ def build_kbest(task: TaskAdapter, teacher: Teacher, context: StageContext, k: i
             "marginals": torch.cat([m for _, m in order]).numpy().astype(np.float16),
         }
 
-    return _open_or_build(folder, "kbest", parts, context, lambda: build_artifact(
+    return open_or_build(folder, "kbest", parts, context, lambda: build_artifact(
         folder, "kbest", parts, task.num_examples("train"), SHARD_SIZE, make_shard,
         meta={"k": k, "temperature": temperature}, progress=lambda done, total: context.log(f"teacher k-best: {done}/{total} examples"),
     ))

@@ -110,6 +110,9 @@ class ClassificationTask(TaskAdapter):
                     split[name].append(example)
             else:
                 split = {s: [e for _, e in self._read(getattr(d, s), None)] for s in SPLITS}
+            if d.labels is not None:
+                kept = set(d.labels)
+                split = {name: [e for e in items if e.label in kept] for name, items in split.items()}
             if d.max_train_examples is not None:
                 split["train"] = split["train"][: d.max_train_examples]
             for name, items in split.items():

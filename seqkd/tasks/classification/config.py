@@ -50,6 +50,9 @@ class ClassificationData(BaseModel):
     label_field: str = Field("label", description="Field of the label (strings; numbers are read as their text).")
     split_field: str = Field("split", description="Field naming the split (`corpus` only): train, valid (or dev) and test.")
     max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
+    labels: list[str] | None = Field(
+        None, min_length=2, description="Keep only the examples of these labels, in every split (e.g. a teacher trained on part of the label set).",
+    )
 
     @model_validator(mode="after")
     def _one_layout(self) -> "ClassificationData":
