@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import random
 import statistics
 from pathlib import Path
@@ -27,10 +26,9 @@ from pathlib import Path
 import numpy as np
 import sacrebleu
 
-from benchmarks.common import REPO, write_between_markers
+from benchmarks.common import REPO, publish
 from benchmarks.seeds import mean_std
 from seqkd.engine import Engine, load_trained_model
-from seqkd.fileio import atomic_write_text
 from seqkd.seeds import run_seeds
 
 RESULTS = REPO / "benchmarks" / "results" / "cascade_kd.json"
@@ -123,13 +121,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-cascade"))
     parser.add_argument("--render", action="store_true", help="only render the tables from the results file")
     args = parser.parse_args()
-    if not args.render:
-        atomic_write_text(RESULTS, json.dumps(measure(args.recipe.resolve(), args.seeds, args.out), indent=1) + "\n")
-    table = render(json.loads(RESULTS.read_text(encoding="utf-8")))
-    print(table)
-    for page in (REPO / "docs" / "benchmarks.md", REPO / "README.md"):
-        write_between_markers(page, MARK, table)
-
+    publish(RESULTS, render, MARK, None if args.render else measure(args.recipe.resolve(), args.seeds, args.out))
 
 if __name__ == "__main__":
     main()

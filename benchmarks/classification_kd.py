@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.common import REPO, write_between_markers
+from benchmarks.common import REPO, publish
 from benchmarks.seeds import bootstrap, mean_std
 from seqkd.engine import Engine
-from seqkd.fileio import atomic_write_text
 from seqkd.seeds import run_seeds
 
 RECIPE = REPO / "recipes" / "debian-sections" / "quick.yaml"
@@ -135,13 +133,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-classification"))
     parser.add_argument("--render", action="store_true", help="only render the tables from the results file")
     args = parser.parse_args()
-    if not args.render:
-        atomic_write_text(RESULTS, json.dumps(measure(args.seeds, args.student_steps, args.out), indent=1) + "\n")
-    table = render(json.loads(RESULTS.read_text(encoding="utf-8")))
-    print(table)
-    for page in (REPO / "docs" / "benchmarks.md", REPO / "README.md"):
-        write_between_markers(page, MARK, table)
-
+    publish(RESULTS, render, MARK, None if args.render else measure(args.seeds, args.student_steps, args.out))
 
 if __name__ == "__main__":
     main()

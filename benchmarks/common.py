@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import json
+
 from seqkd.engine import Engine
 from seqkd.fileio import atomic_write_text
 from seqkd.recipe import Recipe, load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
+PAGES = (REPO / "docs" / "benchmarks.md", REPO / "README.md")  # where rendered result tables stand
 QUICKSTART = REPO / "recipes" / "bible-en-es" / "quickstart.yaml"
 
 
@@ -60,3 +64,14 @@ def write_between_markers(path: Path, mark: str, text: str) -> None:
     before, rest = page.split(start, 1)
     _, after = rest.split(end, 1)
     atomic_write_text(path, f"{before}{start}\n{text}\n{end}{after}")
+
+
+def publish(results_path: Path, render: Callable[[dict[str, Any]], str], mark: str, measured: dict[str, Any] | None = None) -> None:
+    """Write ``measured`` (if given) to the results file, then render the file's table between the
+    ``mark`` markers of every page: the published tables always come from the results files."""
+    if measured is not None:
+        atomic_write_text(results_path, json.dumps(measured, indent=1) + "\n")
+    table = render(json.loads(results_path.read_text(encoding="utf-8")))
+    print(table)
+    for page in PAGES:
+        write_between_markers(page, mark, table)

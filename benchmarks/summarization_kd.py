@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 from pathlib import Path
 
-from benchmarks.common import REPO, write_between_markers
+from benchmarks.common import REPO, publish
 from benchmarks.seeds import bootstrap, mean_std
 from seqkd.engine import Engine
-from seqkd.fileio import atomic_write_text
 from seqkd.seeds import run_seeds
 from seqkd.tasks.summarization.adapter import ROUGE_TYPES, document_rouge
 
@@ -96,13 +94,7 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", help="only these stages of the recipe (default: all; keep the teacher)")
     parser.add_argument("--render", action="store_true", help="only render the tables from the results file")
     args = parser.parse_args()
-    if not args.render:
-        atomic_write_text(RESULTS, json.dumps(measure(args.recipe.resolve(), args.seeds, args.out, args.stages), indent=1) + "\n")
-    table = render(json.loads(RESULTS.read_text(encoding="utf-8")))
-    print(table)
-    for page in (REPO / "docs" / "benchmarks.md", REPO / "README.md"):
-        write_between_markers(page, MARK, table)
-
+    publish(RESULTS, render, MARK, None if args.render else measure(args.recipe.resolve(), args.seeds, args.out, args.stages))
 
 if __name__ == "__main__":
     main()

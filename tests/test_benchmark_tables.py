@@ -8,9 +8,7 @@ import json
 
 import pytest
 
-from benchmarks.common import REPO
-
-PAGES = [REPO / "README.md", REPO / "docs" / "benchmarks.md"]
+from benchmarks.common import PAGES
 RENDERED = ["summarization_kd", "classification_kd"]  # benchmarks whose tables are rendered from their results file
 
 

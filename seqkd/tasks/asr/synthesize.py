@@ -57,6 +57,7 @@ from scipy.signal import resample_poly
 import seqkd
 from seqkd.errors import DataError
 from seqkd.fileio import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_json_lines
+from seqkd.hashing import file_sha256
 from seqkd.tasks.asr.audio import SAMPLE_RATE
 
 SPLITS = ("train", "valid", "test")
@@ -359,14 +360,6 @@ def read_pairs(config: SynthesisConfig, corpus: Path) -> tuple[dict[str, list[tu
     return pairs, skipped
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_settings(config: SynthesisConfig, corpus: Path) -> dict[str, Any]:
     """Everything the output depends on, as build.json records it."""
     if not corpus.is_file():
@@ -374,7 +367,7 @@ def build_settings(config: SynthesisConfig, corpus: Path) -> dict[str, Any]:
     settings = {
         "format": FORMAT,
         **config.model_dump(mode="json", exclude={"corpus", "workers"}),
-        "source_sha256": _sha256_file(corpus),
+        "source_sha256": file_sha256(corpus),
         "sample_rate": SAMPLE_RATE,
         "espeak_ng": espeak_version(),
         "espeakng_loader": metadata.version("espeakng-loader"),
@@ -420,7 +413,7 @@ def build_speech_corpus(config: SynthesisConfig, corpus: Path, out: Path, force:
                 "choose another folder, or rebuild it with --force (force=True)"
             )
         for name, digest in record.get("files", {}).items():
-            if not (out / name).is_file() or _sha256_file(out / name) != digest:
+            if not (out / name).is_file() or file_sha256(out / name) != digest:
                 raise DataError(f"{out}: {name} is missing or not the file build.json records; rebuild with --force (force=True)")
         log(f"{out}: already built with these settings; nothing to do")
         return out / "manifest.tsv"
@@ -481,7 +474,7 @@ def build_speech_corpus(config: SynthesisConfig, corpus: Path, out: Path, force:
             "counts": {split: len(pairs[split]) for split in SPLITS},
             "skipped_source_rows": skipped,
             "audio_hours": {split: round(seconds[split] / 3600, 3) for split in SPLITS},
-            "files": {name: _sha256_file(out / name) for name in TEXT_FILES},
+            "files": {name: file_sha256(out / name) for name in TEXT_FILES},
             "workers": workers,
             "seconds": round(elapsed, 1),
         })
