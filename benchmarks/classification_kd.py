@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import REPO, publish
+from benchmarks.common import REPO, Timer, alternating_speed, publish
 from benchmarks.seeds import bootstrap, mean_std
-from seqkd.engine import Engine
+from seqkd.engine import Engine, load_trained_model
 from seqkd.seeds import run_seeds
 
 RECIPE = REPO / "recipes" / "debian-sections" / "quick.yaml"
@@ -66,6 +66,22 @@ def benchmark_recipe(student_steps: int, out: Path) -> Path:
     return path
 
 
+def depth_speeds(engine: Engine, split: str, seed: int, rounds: int = 3) -> dict[int, float]:
+    """Sentences a second classifying ``split`` for the teacher and one student of each depth
+    (speed depends on the depth only), in alternating rounds in this process."""
+    task = engine.task()
+    inputs = task.eval_inputs(split, engine.recipe.only_task().evaluation)
+    names = {6: "teacher", **{n: f"fine-tune-{n}-s{seed}" for n in INIT}}
+    models = {n: load_trained_model(task, engine.stage_dir(name) / "model.pt")[0] for n, name in names.items()}
+
+    def run(model: Any) -> float:
+        with Timer() as t:
+            task.classify(model, inputs)
+        return len(inputs) / t.seconds
+
+    return {n: round(v, 1) for n, v in alternating_speed(models, run, rounds).items()}
+
+
 def measure(seeds: list[int], student_steps: int, out: Path) -> dict[str, Any]:
     runs = run_seeds(benchmark_recipe(student_steps, out), seeds, out, shared={"teacher"})
     engine = Engine(runs.recipe)
@@ -76,11 +92,13 @@ def measure(seeds: list[int], student_steps: int, out: Path) -> dict[str, Any]:
         lines = (engine.stage_dir(stage_name) / f"predictions.{split}.txt").read_text(encoding="utf-8").split("\n")
         return [100.0 * (p == g) for p, g in zip(lines, gold)]
 
+    speeds = depth_speeds(engine, split, seeds[0])
     stages, per_sentence = {}, {}
     for name, reports in runs.reports.items():
+        layers = 6 if name == "teacher" else int(name.rsplit("-", 1)[1])
         stages[name] = {
-            "method": reports[0].method, "layers": 6 if name == "teacher" else int(name.rsplit("-", 1)[1]),
-            "parameters": reports[0].parameters, "sentences_per_second": reports[0].metrics["sentences_per_second"],
+            "method": reports[0].method, "layers": layers,
+            "parameters": reports[0].parameters, "sentences_per_second": speeds[layers],
             "seeds": [{"seed": s, "accuracy": r.metrics["accuracy"], "macro_f1": r.metrics["macro_f1"]} for s, r in zip(seeds, reports)],
         }
         per_sentence[name] = [correct(r.name) for r in reports]
@@ -120,7 +138,8 @@ def render(results: dict[str, Any]) -> str:
         )
     lines += ["", (
         f"{results['sentences']} {results['split']} synopses, seeds {', '.join(map(str, results['seeds']))}, "
-        f"students {results['student_steps']} updates ({results['recipe']}; {results['date']}). "
+        f"students {results['student_steps']} updates ({results['recipe']}; {results['date']}). Speed: the teacher and a "
+        "student of each depth classifying the test split, batch 128, median of 3 alternating rounds, one CPU thread. "
         f"Results file: `{RESULTS.relative_to(REPO)}`."
     )]
     return "\n".join(lines)

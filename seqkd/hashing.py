@@ -6,7 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, model_serializer
 
 
 def file_sha256(path: Path) -> str:
@@ -27,3 +29,19 @@ def settings_json(config: BaseModel, path_fields: tuple[str, ...] = ("corpus", "
     if isinstance(data, dict):
         dump["data"] = {k: (v is not None if k in path_fields else v) for k, v in data.items()}
     return json.dumps(dump, sort_keys=True)
+
+
+class AddedFields(BaseModel):
+    """A config whose ``added_fields`` (fields added after the schema was in use) are left out of
+    its dumps while unset, so the stage and data hashes built from those dumps, and with them the
+    runs recorded before the fields existed, stay valid."""
+
+    added_fields: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_added_fields(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for name in self.added_fields:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from seqkd.hashing import AddedFields
 from seqkd.hookspecs import hookimpl
 from seqkd.method import LossOutput, Method
 
 
-class SupervisedOptions(BaseModel):
+class SupervisedOptions(AddedFields):
     model_config = ConfigDict(extra="forbid")
+    added_fields = ("view",)
 
     view: str | None = Field(None, description="Train on this input view of the task (from `reads:`) instead of its sources.")
 

