@@ -154,7 +154,7 @@ class Muka(Method):
         rows = []
         for item in batch.indices.tolist():
             shard = self.cached.shard_of(item)
-            rows.append(torch.from_numpy(np.asarray(shard.arrays["probs"][item - shard.start])))
+            rows.append(torch.tensor(shard.arrays["probs"][item - shard.start]))
         return torch.stack(rows).to(device)
 
     def loss(self, batch: Any, step: int) -> LossOutput:
@@ -162,7 +162,7 @@ class Muka(Method):
         log_p = torch.log_softmax(output.logits[:, 0].float(), -1)
         q, w = targets(self._teacher_probs(batch, log_p.device), self.sizes, self.options)
         kl = (q * (q.clamp(min=1e-12).log() - log_p)).sum(-1)
-        return LossOutput((w * kl).sum(), len(w), {"kl": float(kl.sum()), "weight": float(w.sum())})
+        return LossOutput((w * kl).sum(), len(w), {"kl": kl.sum().item(), "weight": w.sum().item()})
 
 
 @hookimpl
