@@ -11,6 +11,8 @@ import torch
 
 from seqkd.engine import Engine, load_trained_model
 from seqkd.recipe import load_recipe
+from seqkd.tasks.asr.adapter import ASROutput
+from seqkd.tasks.seq2seq.adapter import Seq2SeqTask
 from tests.conftest import write_recipe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +70,31 @@ def test_the_asr_stage_learns_its_utterances(cascade):
     untrained = asr.build_model(recipe.models["asr"])
     wer = {name: asr.score("train", asr.predict(model, inputs, options), options)["wer"] for name, model in [("trained", trained), ("untrained", untrained)]}
     assert wer["trained"] < 70 and wer["untrained"] > wer["trained"] + 30, wer
+
+
+def test_the_asr_loss_mixes_attention_and_ctc_and_ctc_learns(cascade):
+    path, _ = cascade
+    recipe = load_recipe(path, ["tasks.asr.ctc_weight=0.3"])
+    asr = Engine(recipe).task("asr")
+    torch.manual_seed(0)
+    model = asr.build_model(recipe.models["asr"])
+    batch = next(iter(asr.train_reader(3000, seed=0)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    ctc = []
+    for step in range(25):
+        output = asr.forward(model, batch)
+        attention, n = Seq2SeqTask.nll(asr, output, 0.0)
+        loss, _ = asr.nll(output, 0.0)
+        assert isinstance(output, ASROutput) and n == batch.num_target_elements
+        assert torch.allclose(loss, 0.7 * attention + 0.3 * output.ctc)
+        optimizer.zero_grad()
+        loss.backward()
+        if step == 0:
+            assert model.ctc_proj.weight.grad.abs().sum() > 0
+            assert model.encoder_frontend.feature_extractor.layers[0].conv.weight.grad.abs().sum() > 0
+        optimizer.step()
+        ctc.append(output.ctc.item())
+    assert ctc[-1] < 0.6 * ctc[0], ctc
 
 
 def test_asr_transcripts_are_the_mt_tasks_view_and_cascade_kd_reads_them(cascade, monkeypatch):

@@ -14,22 +14,24 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import jiwer
 import torch
+import torch.nn.functional as F
 
 from seqkd.errors import DataError
 from seqkd.tasks.asr.audio import FRAMES_PER_SECOND, SAMPLE_RATE, load_features
 from seqkd.tasks.asr.config import ASRConfig, ASREvaluation, ASRGeneration, S2TModelConfig, SpecAugment
 from seqkd.tasks.asr.corpus import mustc_files, parse_audio_ref, read_manifest, read_mustc
 from seqkd.tasks.asr.model import build_s2t_transformer
-from seqkd.tasks.base import TargetSet
+from seqkd.tasks.base import TargetSet, TokenLogits
 from seqkd.tasks.seq2seq.adapter import Seq2SeqTask
 from seqkd.tasks.seq2seq.batching import EpochReader, Seq2SeqBatch
 from seqkd.tasks.seq2seq.corpus import Pair
-from seqkd.tasks.seq2seq.vocab import PAD
+from seqkd.tasks.seq2seq.vocab import EOS, PAD
 
 _PUNCTUATION = re.compile(r"[^\w\s'-]")
 
@@ -38,6 +40,14 @@ def normalize_transcript(text: str) -> str:
     """Lower case, punctuation (but apostrophes and hyphens) removed, spaces collapsed: what is
     scored, since punctuation and case are not heard."""
     return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
+
+
+@dataclass(frozen=True)
+class ASROutput(TokenLogits):
+    """The decoder's token logits and, in hybrid CTC/attention training, the summed CTC loss of
+    the batch's utterances (``ctc``), which :meth:`ASRTask.nll` mixes into the task loss."""
+
+    ctc: torch.Tensor | None = None
 
 
 class ASRTask(Seq2SeqTask):
@@ -115,7 +125,41 @@ class ASRTask(Seq2SeqTask):
                 f"an asr model's vocabulary ({output_space.get('vocabulary')}) is its sentencepiece model; "
                 f"this task's is {self.vocabulary_id()}: a teacher of another vocabulary cannot be rebuilt here"
             )
-        return build_s2t_transformer(model_config, self.vocab_size, PAD, self.max_source_len, self._positions)
+        return build_s2t_transformer(
+            model_config, self.vocab_size, PAD, self.max_source_len, self._positions, ctc=self.config.ctc_weight > 0,
+        )
+
+    def forward(self, model: torch.nn.Module, batch: Seq2SeqBatch, view: str | None = None) -> TokenLogits:
+        """The shared forward pass (as ``hidden_states``), plus the CTC loss on the encoder's
+        output when the model has a CTC head.
+
+        Attention alone learns to align audio with text slowly (on a CPU budget, it had not
+        after 2,500 updates); a CTC loss on the encoder forces monotonic alignments from the
+        start (Watanabe et al., 2017, hybrid CTC/attention), and the decoder then learns fast.
+        """
+        ctc_proj = getattr(model, "ctc_proj", None)
+        if ctc_proj is None:
+            return super().forward(model, batch, view)
+        encoded, layout, hidden = self.encode_decode(model, batch, view)
+        mask = batch.target_out != PAD
+        return ASROutput(model.final_proj(hidden), batch.target_out, mask, self._ctc_loss(ctc_proj(encoded), layout, batch))
+
+    @staticmethod
+    def _ctc_loss(logits: torch.Tensor, layout: Any, batch: Seq2SeqBatch) -> torch.Tensor:
+        """Summed over utterances (as the attention NLL is summed over tokens); targets are the
+        transcript tokens without EOS, blank is the padding id."""
+        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (S, N, V)
+        input_lens = torch.as_tensor(list(layout.seq_lens) if layout.padded else [logits.shape[1]] * logits.shape[0])
+        targets = batch.target_out.masked_fill(batch.target_out == EOS, PAD)
+        target_lens = (targets != PAD).sum(dim=1).cpu()
+        return F.ctc_loss(log_probs, targets, input_lens, target_lens, blank=PAD, reduction="sum", zero_infinity=True)
+
+    def nll(self, output: TokenLogits, label_smoothing: float) -> tuple[torch.Tensor, int]:
+        loss, n = super().nll(output, label_smoothing)
+        if isinstance(output, ASROutput) and output.ctc is not None:
+            weight = self.config.ctc_weight
+            loss = (1 - weight) * loss + weight * output.ctc
+        return loss, n
 
     # -- scoring ----------------------------------------------------------------------------------
 

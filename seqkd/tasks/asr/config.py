@@ -60,6 +60,10 @@ class ASRConfig(VocabularyConfig):
     max_seconds: float = Field(20.0, gt=0, description="Longer utterances are refused, naming their file: a model reads at most this much audio.")
     max_target_len: int = Field(64, ge=4, description="Training utterances whose transcript is longer (in tokens) are left out.")
     spec_augment: SpecAugment | None = Field(None, description="Mask training features (SpecAugment); none: train on clean features.")
+    ctc_weight: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Hybrid CTC/attention training: the loss is (1 - w)·NLL + w·CTC, with a CTC head on the encoder (0: attention only).",
+    )
 
 
 class ASRGeneration(BeamSettings):

@@ -6,6 +6,9 @@ setting. fairseq2 0.8.1's ``Conv1dFbankSubsampler.forward`` refuses every *padde
 ``layout.padded`` where it means ``layout.packed``), so the subsampler here checks for packed
 batches and otherwise runs fairseq2's own code. Everything else (pre-norm layers, sinusoidal
 positions, the output projection) is fairseq2's.
+
+With hybrid CTC/attention training the model also carries ``ctc_proj``, a linear CTC head on the
+encoder's output (blank = the padding id, which no transcript contains).
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ class _Factory(S2TTransformerFactory):
         )
 
 
-def build_s2t_transformer(config: S2TModelConfig, vocab_size: int, pad_idx: int, max_frames: int, max_target_len: int) -> TransformerModel:
+def build_s2t_transformer(
+    config: S2TModelConfig, vocab_size: int, pad_idx: int, max_frames: int, max_target_len: int, ctc: bool = False,
+) -> TransformerModel:
     s2t = S2TTransformerConfig(
         model_dim=config.dim,
         max_source_seq_len=max_frames // SUBSAMPLING + 2,
@@ -68,4 +73,7 @@ def build_s2t_transformer(config: S2TModelConfig, vocab_size: int, pad_idx: int,
         ffn_inner_dim=config.ffn_dim,
         dropout_p=config.dropout,
     )
-    return _Factory(s2t, config.subsampler_channels).create_model()
+    model = _Factory(s2t, config.subsampler_channels).create_model()
+    if ctc:
+        model.ctc_proj = torch.nn.Linear(config.dim, vocab_size)
+    return model

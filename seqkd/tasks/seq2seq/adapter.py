@@ -34,7 +34,7 @@ SENTENCE_END = frozenset(".!?")
 class Seq2SeqTask(TaskAdapter):
     """The shared part of the encoder-decoder tasks; see the module docstring."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states", "parameter_classes", "perturb"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states", "parameter_classes", "perturb", "ctranslate2"})
     model_schema = TransformerConfig
     generation_schema: ClassVar[type[BeamSettings]] = BeamSettings
     noise_schema = Seq2SeqNoise
@@ -235,12 +235,16 @@ class Seq2SeqTask(TaskAdapter):
         same steps as its ``forward`` (frontends, encoder, decoder, ``final_proj``) and keeps the
         decoder output; the logits are therefore identical to ``forward``'s.
         """
+        _, _, hidden = self.encode_decode(model, batch, view)
+        mask = batch.target_out != PAD
+        return HiddenStates(hidden, mask, TokenLogits(model.final_proj(hidden), batch.target_out, mask))
+
+    def encode_decode(self, model: torch.nn.Module, batch: Seq2SeqBatch, view: str | None = None) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """The encoder's output, its layout, and the decoder's output (before ``final_proj``)."""
         source, source_layout = model.encoder_frontend(*batch.inputs(view))
         encoded = model.encoder(source, source_layout)
         target, target_layout = model.decoder_frontend(batch.target_in, batch.target_layout())
-        hidden = model.decoder(target, target_layout, encoded, source_layout)
-        mask = batch.target_out != PAD
-        return HiddenStates(hidden, mask, TokenLogits(model.final_proj(hidden), batch.target_out, mask))
+        return encoded, source_layout, model.decoder(target, target_layout, encoded, source_layout)
 
     def parameter_classes(self, model: torch.nn.Module) -> dict[str, list[str]]:
         """Weight classes over layers: ``encoder.self_attn.q_proj.weight`` -> the names of that weight
@@ -369,6 +373,14 @@ class Seq2SeqTask(TaskAdapter):
 
     def references(self, split: str, count: int) -> list[str]:
         return [p.target for p in self.pairs()[split][:count]]
+
+    # -- export -----------------------------------------------------------------------------------
+
+    def export_ctranslate2(self, model: torch.nn.Module, folder: Path, quantization: str, settings: BeamSettings) -> dict[str, Any]:
+        """A CTranslate2 ``TransformerSpec`` of the model, the sentencepiece model beside it (``export.py``)."""
+        from seqkd.tasks.seq2seq.export import write_ctranslate2
+
+        return write_ctranslate2(model, self._vocab_path, folder, quantization, settings, self.max_source_len, self._positions)
 
 
 def _kept(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
