@@ -10,6 +10,7 @@ import yaml
 
 import seqkd
 from seqkd.errors import SeqkdError
+from seqkd.export import add_export_command
 from seqkd.plugins import CORE_COMMANDS, get_registry
 
 
@@ -360,6 +361,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
     add_cache_commands(sub)
+    add_export_command(sub)
     wanted = next((a for a in argv or [] if not a.startswith("-")), None)
     if wanted in CORE_COMMANDS:
         return parser

@@ -41,6 +41,7 @@ CAPABILITIES: dict[str, str] = {
     "perturb": "`perturb(batch, noise, generator, view, neighbours)` returns a noisy copy of the batch's inputs (`noise_schema` validates the settings), reproducible from the generator; `noise_neighbours(model, noise)` gives the replacements such noise draws from (each token's nearest tokens in a model's embedding space), or None",
     "layer_states": "`layer_states(model, batch, attentions)` returns `LayerStates(hidden, attentions, mask, output)`: every layer's hidden states (embeddings first) and, on request, attention maps, with the `forward()` output of the same pass",
     "layer_init": "`init_from_layers(student, teacher, layers)` copies the teacher's embeddings, head and chosen layers into a shallower student of the same kind and width",
+    "ctranslate2": "`export_ctranslate2(model, folder, quantization, settings)` writes a trained model as a CTranslate2 model (and its vocabulary) into an empty folder for `seqkd export`, refusing with `seqkd.export.ExportError` what CTranslate2 cannot express; it returns how to decode as the task does with `settings`",
 }
 
 # The methods an adapter must override (from TaskAdapter) for each capability it declares; the host
@@ -52,6 +53,7 @@ CAPABILITY_HOOKS: dict[str, tuple[str, ...]] = {
     "perturb": ("perturb", "noise_neighbours"),
     "layer_states": ("layer_states",),
     "layer_init": ("init_from_layers",),
+    "ctranslate2": ("export_ctranslate2",),
 }
 
 
@@ -308,6 +310,13 @@ class TaskAdapter(ABC):
         """Copy ``teacher``'s embeddings, output head and layers ``layers`` (0-based, one per
         student layer, in order) into ``student``."""
         raise NotImplementedError(f"task {self.name!r} does not offer layer_init")
+
+    # -- the ``ctranslate2`` capability -------------------------------------------------------
+
+    def export_ctranslate2(self, model: torch.nn.Module, folder: Path, quantization: str, settings: BaseModel) -> dict[str, Any]:
+        """Write ``model`` as a CTranslate2 model (weights of type ``quantization``) into the empty
+        ``folder``; returns what ``seqkd export`` records about decoding it like ``settings`` do."""
+        raise NotImplementedError(f"task {self.name!r} does not offer ctranslate2")
 
     # -- the ``parameter_classes`` capability -------------------------------------------------
 
