@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Build the Debian package-description data sets shipped in data/debian-descriptions/.
 
-Two tasks come out of Debian's archive index files (suite bookworm, component main):
+Three data sets come out of Debian's archive index files (suite bookworm, component main):
 
 * summarization.jsonl.gz  - English long description -> English synopsis;
 * classification.jsonl.gz - English synopsis -> archive section, with the volunteer
   translations of the same synopsis (de, fr, it, da) for cross-lingual tests;
+* pretraining.jsonl.gz    - unlabelled long descriptions in en, de, fr, it and da (a sample of
+  each language, train and valid packages only) for masked-LM pre-training;
 
 plus PROVENANCE.md (source, licence, rebuild command, checksums, statistics).
 
@@ -65,6 +67,13 @@ GIVEAWAY_SECTIONS = frozenset({
     "haskell", "ocaml", "php", "lisp", "gnu-r", "r", "cli-mono",
 })
 MIN_SECTION_SIZE = 100
+
+# Pre-training text: long descriptions of at least this many words, near-duplicates dropped per
+# language, test-split packages left out (the zero-shot tests classify their synopses); a sample
+# of each language in the order of a hash of the package name, so the shipped file stays small.
+PRETRAIN_MIN_WORDS = 20
+PRETRAIN_PER_LANGUAGE = {"train": 4000, "valid": 200}
+PRETRAIN_SALT = "seqkd-debian-pretraining:"
 
 # Splits: buckets of a SHA-1 hash of the source package name, out of 10,000.
 SPLIT_SALT = "seqkd-debian-descriptions:"
@@ -316,6 +325,55 @@ def build_classification(english: list[dict[str, str]], packages: dict[str, dict
     return rows, details
 
 
+def build_pretraining(translations: dict[str, list[dict[str, str]]], packages: dict[str, dict[str, str]]):
+    """Rows {package, source, split, lang, text} and per-language counts.
+
+    For each language: one description per package (the one the Packages index names when there
+    are several), long descriptions of at least ``PRETRAIN_MIN_WORDS`` words, near-duplicates
+    (same first ``NEAR_DUPLICATE_PREFIX`` characters) dropped, test-split packages left out; then
+    the first ``PRETRAIN_PER_LANGUAGE[split]`` packages in the order of a SHA-1 hash of their name
+    (one order for every language).
+    """
+    def order(name: str) -> str:
+        return hashlib.sha1((PRETRAIN_SALT + name).encode("utf-8")).hexdigest()
+
+    rows, counts = [], {}
+    for lang in LANGS:
+        by_package: dict[str, list[dict[str, str]]] = defaultdict(list)
+        for r in translations[lang]:
+            by_package[r["package"]].append(r)
+        candidates = []
+        for name in sorted(by_package):
+            options = by_package[name]
+            md5 = packages.get(name, {}).get("md5")
+            current = [r for r in options if r["md5"] == md5]
+            candidates.append(current[0] if current else min(options, key=lambda r: r["md5"]))
+        long_enough = [r for r in candidates if len(r["long"].split()) >= PRETRAIN_MIN_WORDS]
+        seen, unique = set(), []
+        for r in long_enough:
+            key = r["long"][:NEAR_DUPLICATE_PREFIX]
+            if key not in seen:
+                seen.add(key)
+                unique.append(r)
+        kept = []
+        for split, limit in PRETRAIN_PER_LANGUAGE.items():
+            pool = []
+            for r in unique:
+                source = packages.get(r["package"], {}).get("source", r["package"])
+                if split_of(source) == split:
+                    pool.append((order(r["package"]), r, source))
+            pool.sort(key=lambda item: item[0])
+            kept += [{"package": r["package"], "source": source, "split": split, "lang": lang, "text": r["long"]}
+                     for _, r, source in pool[:limit]]
+        kept.sort(key=lambda row: (row["package"], row["split"]))
+        rows += kept
+        counts[lang] = {"descriptions": len(candidates), "long_enough": len(long_enough), "unique": len(unique),
+                        "train": sum(1 for r in kept if r["split"] == "train"),
+                        "valid": sum(1 for r in kept if r["split"] == "valid"),
+                        "words": mean([len(r["text"].split()) for r in kept])}
+    return rows, counts
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -379,9 +437,10 @@ def table(header: list[str], rows: list[list]) -> str:
 def provenance(*, out: Path, apt_shown: str | None, lists: Path, release: dict[str, str],
                index_files: dict[str, tuple[Path, bytes]], built: str, seconds: float,
                summ_rows: list[dict], summ_counts: dict, summ_stats: dict,
-               cls_rows: list[dict], cls_details: dict, rebuild: str) -> str:
+               cls_rows: list[dict], cls_details: dict, pre_rows: list[dict], pre_counts: dict,
+               rebuild: str) -> str:
     files = []
-    for name in ("summarization.jsonl.gz", "classification.jsonl.gz"):
+    for name in ("summarization.jsonl.gz", "classification.jsonl.gz", "pretraining.jsonl.gz"):
         data = (out / name).read_bytes()
         files.append([f"`{name}`", f"{len(data):,}", f"`{sha256_of(data)}`"])
     indices = [[f"`{label}`", f"`{path.name}`", f"{len(data):,}", f"`{sha256_of(data)}`"]
@@ -400,7 +459,14 @@ def provenance(*, out: Path, apt_shown: str | None, lists: Path, release: dict[s
     rel = ", ".join(f"{k} `{v}`" for k, v in release.items()) or "(no Release file seen)"
     sections_all = ", ".join(f"{s} {n:,}" for s, n in cls_details["sections_all"])
     too_small = ", ".join(f"{s} {n}" for s, n in cls_details["too_small"]) or "none"
-    return f"""# Debian package descriptions: summarization and classification
+    pre_table = table(
+        ["language", "descriptions", f"≥ {PRETRAIN_MIN_WORDS} words", "unique", "train", "valid", "mean words"],
+        [[lang, f"{c['descriptions']:,}", f"{c['long_enough']:,}", f"{c['unique']:,}", f"{c['train']:,}",
+          f"{c['valid']:,}", f"{c['words']:.1f}"] for lang, c in pre_counts.items()])
+    pre_packages: dict[str, set[str]] = defaultdict(set)
+    for r in pre_rows:
+        pre_packages[r["package"]].add(r["lang"])
+    return f"""# Debian package descriptions: summarization, classification and pre-training text
 
 Built from Debian's archive index files, suite **bookworm**, component **main**: the
 `Translation-en`, `-de`, `-fr`, `-it`, `-da` files and the `binary-amd64/Packages` file.
@@ -421,9 +487,9 @@ maintainers and upstream authors; the translations by Debian's volunteer transla
 Debian package descriptions are part of each package's control data. Debian distributes them,
 and their translations, in its archive index files under the free licence of the package each
 one describes (every package in `main` meets the Debian Free Software Guidelines). They are
-redistributed here as data for research: {len(summ_rows):,} summarization pairs and
-{len(cls_rows):,} classification rows, each naming its package, so the licence of any row can
-be looked up in that package's `debian/copyright`.
+redistributed here as data for research: {len(summ_rows):,} summarization pairs,
+{len(cls_rows):,} classification rows and {len(pre_rows):,} pre-training descriptions, each naming
+its package, so the licence of any row can be looked up in that package's `debian/copyright`.
 
 ## Rebuild
 
@@ -492,6 +558,25 @@ Translated synopses (rows with a translation, and how many of them are in valid 
 {table(["language", "rows", "valid", "test"], [[lang, f"{per_lang[lang]:,}", f"{by_split_lang[lang]['valid']:,}", f"{by_split_lang[lang]['test']:,}"] for lang in sorted(FOREIGN, key=lambda l: -per_lang[l])])}
 
 Unique synopses per section before the section filter: {sections_all}.
+
+### `pretraining.jsonl.gz`: unlabelled long descriptions in five languages
+
+Fields `package`, `source`, `split` (train or valid: **no test-split package is included**, so a
+model pre-trained on this file has never read the packages whose synopses the classification
+tests use), `lang` (en, de, fr, it or da), `text` (the long description in that language, as in
+`summarization.jsonl.gz`: one paragraph per line). For masked-LM pre-training
+(`recipes/multilingual/`).
+
+For each language: one description per package (the one the Packages index names), long
+descriptions of at least {PRETRAIN_MIN_WORDS} words, near-duplicates (same first
+{NEAR_DUPLICATE_PREFIX} characters) dropped; then, per split, the first
+{PRETRAIN_PER_LANGUAGE['train']:,} train and {PRETRAIN_PER_LANGUAGE['valid']:,} valid packages in
+the order of a SHA-1 hash of the package name (one order for every language, so a package is
+often picked in several: comparable, not aligned text). **{len(pre_rows):,} rows** describing
+{len(pre_packages):,} packages, {sum(1 for v in pre_packages.values() if len(v) == len(LANGS)):,} of
+them in all five languages.
+
+{pre_table}
 """
 
 
@@ -531,10 +616,12 @@ def main(argv: list[str] | None = None) -> int:
 
         english = read_translations(paths["en"], "en")
         packages = read_packages(paths["packages"])
+        translations = {"en": english}
         foreign = {}
         for lang in FOREIGN:
+            translations[lang] = read_translations(paths[lang], lang)
             by_md5: dict[str, str] = {}
-            for r in read_translations(paths[lang], lang):
+            for r in translations[lang]:
                 if r["synopsis"]:
                     by_md5.setdefault(r["md5"], r["synopsis"])
             foreign[lang] = by_md5
@@ -543,10 +630,12 @@ def main(argv: list[str] | None = None) -> int:
 
         summ_rows, summ_counts = build_summarization(english, packages)
         cls_rows, cls_details = build_classification(english, packages, foreign)
+        pre_rows, pre_counts = build_pretraining(translations, packages)
 
         args.out.mkdir(parents=True, exist_ok=True)
         write_jsonl_gz(args.out / "summarization.jsonl.gz", summ_rows)
         write_jsonl_gz(args.out / "classification.jsonl.gz", cls_rows)
+        write_jsonl_gz(args.out / "pretraining.jsonl.gz", pre_rows)
         summ_stats = summarization_stats(summ_rows)
 
         try:
@@ -560,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         text = provenance(out=args.out, apt_shown=apt_shown, lists=lists, release=release,
                           index_files=index_files, built=built, seconds=seconds,
                           summ_rows=summ_rows, summ_counts=summ_counts, summ_stats=summ_stats,
-                          cls_rows=cls_rows, cls_details=cls_details, rebuild=rebuild)
+                          cls_rows=cls_rows, cls_details=cls_details, pre_rows=pre_rows,
+                          pre_counts=pre_counts, rebuild=rebuild)
         (args.out / "PROVENANCE.md").write_text(text, encoding="utf-8")
 
     print(f"summarization: {len(summ_rows):,} pairs "
@@ -570,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"classification: {len(cls_rows):,} rows over {len(cls_details['kept'])} sections; "
           + ", ".join(f"{lang} {sum(1 for r in cls_rows if lang in r['translations']):,}"
                       for lang in FOREIGN), file=sys.stderr)
+    print(f"pretraining: {len(pre_rows):,} descriptions; "
+          + ", ".join(f"{lang} {c['train']:,}+{c['valid']:,}" for lang, c in pre_counts.items()), file=sys.stderr)
     print(f"wrote {args.out} in {time.monotonic() - start:.1f} s", file=sys.stderr)
     return 0
 

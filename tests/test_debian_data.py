@@ -89,8 +89,27 @@ def test_classification_rows(classification, provenance):
     check_splits(classification)
 
 
+def test_pretraining_text_has_five_languages_and_no_test_package(classification):
+    pretraining = rows("pretraining.jsonl.gz")
+    assert 15_000 <= len(pretraining) <= 30_000
+    langs = Counter(r["lang"] for r in pretraining)
+    assert set(langs) == LANGS | {"en"} and min(langs.values()) >= 2000
+    for r in pretraining:
+        assert set(r) == {"package", "source", "split", "lang", "text"}
+        assert r["split"] in ("train", "valid") and len(r["text"].split()) >= 20
+    keys = [(r["lang"], r["package"]) for r in pretraining]
+    assert len(set(keys)) == len(keys)
+    # the packages whose synopses the zero-shot tests classify were never pre-trained on
+    test_packages = {r["package"] for r in classification if r["split"] == "test"}
+    assert not test_packages & {r["package"] for r in pretraining}
+    splits: dict[str, set[str]] = {}
+    for r in pretraining:
+        splits.setdefault(r["source"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in splits.values())
+
+
 def test_provenance_matches_the_files(provenance):
-    for name in ("summarization.jsonl.gz", "classification.jsonl.gz"):
+    for name in ("summarization.jsonl.gz", "classification.jsonl.gz", "pretraining.jsonl.gz"):
         digest = hashlib.sha256((DATA / name).read_bytes()).hexdigest()
         assert f"| `{name}` | {(DATA / name).stat().st_size:,} | `{digest}` |" in provenance
     assert "apt-get update" in provenance and "scripts/prepare-debian-data.py" in provenance
