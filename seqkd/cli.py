@@ -225,6 +225,13 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from seqkd.report import write_report
+
+    print(write_report(args.run_dir, args.output))
+    return 0
+
+
 def cmd_cache_build(args: argparse.Namespace) -> int:
     launched = launch_torchrun(args)
     if launched is not None:
@@ -360,6 +367,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
+    p = sub.add_parser("report", help="write an HTML page about a run folder: curves, quality vs size/speed, seeds, recipe")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a recipe's output.dir, e.g. runs/quickstart")
+    p.add_argument("--output", type=Path, metavar="PATH", help="the page to write (default: RUN_DIR/report/index.html); figures go beside it")
+    p.set_defaults(func=cmd_report)
     add_cache_commands(sub)
     add_export_command(sub)
     wanted = next((a for a in argv or [] if not a.startswith("-")), None)
