@@ -52,7 +52,7 @@ KNOWN_PLUGINS: dict[str, KnownPlugin] = {
 
 
 # The subcommands seqkd itself defines; a plugin command may not take one of these names.
-CORE_COMMANDS: frozenset[str] = frozenset({"plugins", "new-plugin", "validate", "show", "run", "recipes", "cache", "export"})
+CORE_COMMANDS: frozenset[str] = frozenset({"plugins", "new-plugin", "validate", "show", "run", "recipes", "cache", "export", "report"})
 
 # The kinds of name ``Registry.lookup`` resolves, and the registry attribute holding each.
 _KINDS: dict[str, str] = {"task": "tasks", "method": "methods"}

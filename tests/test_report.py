@@ -103,15 +103,6 @@ def write_model(folder: Path, sizes: tuple[int, int]) -> None:
     save_model(folder / "model.pt", task="translation", model_config={}, vocabulary="spm", state_dict=state)
 
 
-@pytest.fixture(autouse=True)
-def report_is_core(monkeypatch) -> None:
-    """`report` reads files only; listed among the core commands, the parser skips loading every
-    task plugin (seconds) for it, as it does for `run` and `cache`."""
-    from seqkd import cli
-
-    monkeypatch.setattr(cli, "CORE_COMMANDS", cli.CORE_COMMANDS | {"report"})
-
-
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
     """A quickstart-shaped run: a teacher, a finished student, an unfinished one, a damaged report."""
@@ -164,12 +155,8 @@ def page(run_folder: Path) -> tuple[Path, str]:
     import contextlib
     import io
 
-    from seqkd import cli
-    from seqkd.plugins import CORE_COMMANDS
-
     out = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
-        patch.setattr(cli, "CORE_COMMANDS", CORE_COMMANDS | {"report"})
+    with contextlib.redirect_stdout(out):
         assert main(["report", str(run_folder)]) == 0
     return run_folder / "report" / "index.html", out.getvalue()
 
