@@ -19,15 +19,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import random
-import statistics
 from pathlib import Path
 
-import numpy as np
-import sacrebleu
-
 from benchmarks.common import REPO, publish
-from benchmarks.seeds import mean_std
+from benchmarks.seeds import mean_std, paired_bleu_ci
 from seqkd.engine import Engine, load_trained_model
 from seqkd.seeds import run_seeds
 
@@ -35,21 +30,6 @@ RESULTS = REPO / "benchmarks" / "results" / "cascade_kd.json"
 RECIPE = REPO / "recipes" / "debian-speech" / "cascade.yaml"
 ASR, BASELINE = "asr", "mt_asr"
 MARK = "cascade_kd"
-
-
-def paired_bleu_ci(hyps: list[list[str]], base: list[list[str]], refs: list[str], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95 % interval of mean-over-seeds corpus BLEU(hyps) − BLEU(base), resampling test sentences."""
-    bleu = sacrebleu.metrics.BLEU()
-    stats = [[np.array(bleu._extract_corpus_statistics(h, [refs])) for h in runs] for runs in (hyps, base)]
-    rng = random.Random(seed)
-    n = len(refs)
-    deltas = []
-    for _ in range(resamples):
-        pick = [rng.randrange(n) for _ in range(n)]
-        score = [[bleu._compute_score_from_stats(list(s[pick].sum(0))).score for s in runs] for runs in stats]
-        deltas.append(statistics.mean(score[0]) - statistics.mean(score[1]))
-    deltas.sort()
-    return deltas[int(0.025 * resamples)], deltas[int(0.975 * resamples) - 1]
 
 
 def measure(recipe: Path, seeds: list[int], out: Path) -> dict:

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import json
-
 from seqkd.engine import Engine
 from seqkd.fileio import atomic_write_text
 from seqkd.recipe import Recipe, load_recipe

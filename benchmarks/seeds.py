@@ -1,10 +1,13 @@
 """Helpers the benchmarks share for per-seed results (runs come from ``seqkd.seeds.run_seeds``,
-what ``seqkd run --seeds`` runs): mean ± std cells, plain tables and a paired bootstrap interval."""
+what ``seqkd run --seeds`` runs): mean ± std cells, plain tables and paired bootstrap intervals."""
 
 from __future__ import annotations
 
 import random
 import statistics
+
+import numpy as np
+import sacrebleu
 
 
 def mean_std(values: list[float]) -> str:
@@ -27,3 +30,18 @@ def bootstrap(differences: list[float], resamples: int = 2000, seed: int = 0) ->
     n = len(differences)
     means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def paired_bleu_ci(hyps: list[list[str]], base: list[list[str]], refs: list[str], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of mean-over-seeds corpus BLEU(hyps) − BLEU(base), resampling test sentences."""
+    bleu = sacrebleu.metrics.BLEU()
+    stats = [[np.array(bleu._extract_corpus_statistics(h, [refs])) for h in runs] for runs in (hyps, base)]
+    rng = random.Random(seed)
+    n = len(refs)
+    deltas = []
+    for _ in range(resamples):
+        pick = [rng.randrange(n) for _ in range(n)]
+        score = [[bleu._compute_score_from_stats(list(s[pick].sum(0))).score for s in runs] for runs in stats]
+        deltas.append(statistics.mean(score[0]) - statistics.mean(score[1]))
+    deltas.sort()
+    return deltas[int(0.025 * resamples)], deltas[int(0.975 * resamples) - 1]
