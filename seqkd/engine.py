@@ -149,7 +149,10 @@ class Engine:
         if key not in self._tasks:
             spec = self.recipe.tasks[key]
             views = {view: self.stage_dir(stage) / "outputs" for view, stage in spec.reads.items()}
-            self._tasks[key] = spec.cls(spec.config, self.recipe.output_dir / "_shared", self.recipe.path.parent, views)
+            task = spec.cls(spec.config, self.recipe.output_dir / "_shared", self.recipe.path.parent, views)
+            # tasks whose vocabulary it reads, prepared first (its fingerprint hashes that vocabulary)
+            task.sources = {source: self.task(source) for source in spec.cls.vocabulary_sources(spec.config).values()}
+            self._tasks[key] = task
         return self._tasks[key]
 
     def stage_dir(self, name: str) -> Path:
@@ -370,7 +373,12 @@ class Engine:
         device = pick_device(stage.training.device)
         torch.manual_seed(stage.training.seed)
         student = task.build_model(stage.model)
-        if stage.init is not None:
+        source = self.recipe.stage(stage.init).task if stage.init is not None else None
+        if source is not None and self.recipe.tasks[source].cls is not self.recipe.tasks[stage.task].cls:
+            source_task = self.task(source)  # a model of another task (task_init): the parts they share
+            start, _ = load_trained_model(source_task, self.stage_dir(stage.init) / "model.pt")
+            task.init_from_task(student, source_task, start, stage.init_layers)
+        elif stage.init is not None:
             start, _ = load_trained_model(task, self.stage_dir(stage.init) / "model.pt")
             if stage.init_layers is None:
                 student.load_state_dict(start.state_dict())

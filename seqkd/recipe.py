@@ -69,7 +69,11 @@ class StageConfig(BaseModel):
     teachers: list[str | TeacherEntry] = Field(
         default_factory=list, description="Several teachers: earlier stage names, or `{checkpoint: path}` entries."
     )
-    init: str | None = Field(None, description="An earlier stage of the same model config whose final model is this stage's starting point.")
+    init: str | None = Field(
+        None,
+        description="An earlier stage of the same model config whose final model is this stage's starting point "
+        "(tasks with `task_init`: or a stage of another task, e.g. the masked LM whose encoder a classifier starts from).",
+    )
     init_layers: list[int] | None = Field(
         None, min_length=1,
         description="With `init`: keep only these layers (0-based, one per layer of this stage's model, e.g. [0, 2, 4]) "
@@ -460,6 +464,14 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
         evaluation = _validate(task_cls.evaluation_schema, evaluation_raw, ("evaluation",) if single else at + ("evaluation",), problems)
         if config is not None and evaluation is not None:
             specs[key] = TaskSpec(key, task_cls, config, evaluation, reads)
+    # -- vocabularies read from other tasks (e.g. a classifier reading a masked LM's sentencepiece model)
+    for key, spec in specs.items():
+        at = ("task",) if single else ("tasks", key)
+        for field_name, source in spec.cls.vocabulary_sources(spec.config).items():
+            if source not in specs or source == key:
+                problems.append(Problem(at + (field_name,), _choices("task", source, [k for k in specs if k != key])))
+            elif "shared_vocabulary" not in specs[source].cls.capabilities:
+                problems.append(Problem(at + (field_name,), f"task {source!r} ({specs[source].cls.name}) has no vocabulary another task can read (no shared_vocabulary capability)"))
     if problems:
         raise fail(problems)
 
@@ -511,8 +523,18 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
                     f"this stage trains a {spec.cls.name} model")))
         if sc.init_layers is not None and sc.init is None:
             problems.append(Problem(at + ("init_layers",), "`init_layers:` picks layers of the `init:` stage's model; name that stage in `init:`"))
+        source_spec = specs[stage_task[sc.init]] if sc.init in stage_task else None
         if sc.init is not None and sc.init not in seen:
             problems.append(Problem(at + ("init",), _choices("earlier stage", sc.init, seen)))
+        elif source_spec is not None and source_spec.cls is not spec.cls:  # a model of another task
+            if "task_init" not in spec.cls.capabilities:
+                problems.append(Problem(at + ("init",), (
+                    f"stage {sc.init!r} trains a {source_spec.cls.name} model; task {spec.cls.name!r} cannot start from "
+                    "another task's model (no task_init capability)")))
+            elif sc.model in models and roles[sc.init] in models:
+                why = spec.cls.task_init_problem(spec.config, models[sc.model], source_spec.key, source_spec.cls, models[roles[sc.init]], sc.init_layers)
+                if why:
+                    problems.append(Problem(at + ("init",), f"stage {sc.init!r} cannot initialise this stage's model: {why}"))
         elif sc.init_layers is not None and "layer_init" not in spec.cls.capabilities:
             problems.append(Problem(at + ("init_layers",), f"task {spec.cls.name!r} cannot start a model from chosen layers (no layer_init capability)"))
         elif sc.init is not None and sc.init_layers is None and sc.model in models and roles[sc.init] in models and models[roles[sc.init]] != models[sc.model]:

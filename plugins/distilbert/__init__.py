@@ -2,12 +2,14 @@
 
 L = α_ce·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)) + α_task·CE(y, z_S) + α_cos·(1 − cos(h_S, h_T))
 
-with z the classifier logits and h the last layer's hidden state at each real token (its cosine
-term is the mean over a batch's tokens, times the batch's sentences, so a sentence weighs the same
-in every term). DistilBERT distils a masked LM, whose α_mlm·MLM term is the task's own loss here.
-DistilBERT's initialisation (every other teacher layer) is the stage's ``init: teacher`` with
-``init_layers: [0, 2, 4]``, so any method's student can start the same way and a comparison of
-losses compares only the losses.
+with z the task's logits and h the last layer's hidden state at each real token. Every term is a
+mean per target once the engine divides by the task's target count n: the KL and CE are sums over
+the targets, the cosine term is the mean over a batch's tokens times n. On a classification task z
+are the class logits and n the sentences; on ``masked_lm`` (DistilBERT's own setting) z are the
+vocabulary logits at the masked positions, the task's loss is the MLM cross-entropy there (α_task
+is DistilBERT's α_mlm) and n the masked tokens. DistilBERT's initialisation (every other teacher
+layer) is the stage's ``init: teacher`` with ``init_layers: [0, 2, 4]``, so any method's student
+can start the same way and a comparison of losses compares only the losses.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class DistilBERT(Method):
         task, n = self.task.nll(student.output, self.label_smoothing)
         kd = token_kl(student.output, teacher.output.logits, o.temperature)
         tokens = student.mask.sum().clamp(min=1)
-        cos = hidden_cosine(student.hidden[-1], teacher.hidden[-1], student.mask) * (student.mask.shape[0] / tokens)
+        cos = hidden_cosine(student.hidden[-1], teacher.hidden[-1], student.mask) * (n / tokens)
         total = o.alpha_ce * kd + o.alpha_task * task + o.alpha_cos * cos
         return LossOutput(total, n, {"task": task.item(), "kd": kd.item(), "cos": cos.item()})
 

@@ -11,7 +11,10 @@ touch a model's internals; they ask the adapter through the capabilities it decl
 - ``parameter_classes``: the model's weights grouped by class and layer, for methods that map a
   teacher's weights onto a student's (weight distillation),
 - ``layer_states``: ``layer_states`` returns :class:`LayerStates` (every layer's hidden states and
-  attention maps), ``layer_init``: ``init_from_layers`` starts a student from chosen teacher layers.
+  attention maps), ``layer_init``: ``init_from_layers`` starts a student from chosen teacher layers,
+- ``shared_vocabulary``: ``vocabulary_file`` is a vocabulary other tasks of a recipe read (a masked
+  LM's sentencepiece model), ``task_init``: ``init_from_task`` starts a model from another task's
+  (a classifier from a masked LM's encoder).
 
 Later adapters add their own output types and capabilities (``crf``, ...).
 """
@@ -41,6 +44,8 @@ CAPABILITIES: dict[str, str] = {
     "perturb": "`perturb(batch, noise, generator, view, neighbours)` returns a noisy copy of the batch's inputs (`noise_schema` validates the settings), reproducible from the generator; `noise_neighbours(model, noise)` gives the replacements such noise draws from (each token's nearest tokens in a model's embedding space), or None",
     "layer_states": "`layer_states(model, batch, attentions)` returns `LayerStates(hidden, attentions, mask, output)`: every layer's hidden states (embeddings first) and, on request, attention maps, with the `forward()` output of the same pass",
     "layer_init": "`init_from_layers(student, teacher, layers)` copies the teacher's embeddings, head and chosen layers into a shallower student of the same kind and width",
+    "shared_vocabulary": "`vocabulary_file()` is the task's prepared vocabulary (a sentencepiece model), which another task of the recipe reads by naming this one (e.g. classification's `vocabulary_from:`)",
+    "task_init": "`init_from_task(student, source, model, layers)` starts a model from a trained model of another task (`init:` a stage of that task, e.g. a classifier from a masked LM's encoder); the classmethod `task_init_problem(...)` says at validation why a pair cannot",
     "ctranslate2": "`export_ctranslate2(model, folder, quantization, settings)` writes a trained model as a CTranslate2 model (and its vocabulary) into an empty folder for `seqkd export`, refusing with `seqkd.export.ExportError` what CTranslate2 cannot express; it returns how to decode as the task does with `settings`",
 }
 
@@ -54,6 +59,8 @@ CAPABILITY_HOOKS: dict[str, tuple[str, ...]] = {
     "layer_states": ("layer_states",),
     "layer_init": ("init_from_layers",),
     "ctranslate2": ("export_ctranslate2",),
+    "shared_vocabulary": ("vocabulary_file",),
+    "task_init": ("init_from_task",),
 }
 
 
@@ -191,8 +198,18 @@ class TaskAdapter(ABC):
         self.workdir = workdir
         self.base_dir = base_dir
         self.views = dict(views or {})
+        # the prepared tasks this one reads a vocabulary from, by recipe key (``vocabulary_sources``);
+        # the engine fills it before anything is read
+        self.sources: dict[str, TaskAdapter] = {}
         self._fingerprint: str | None = None
         self._vocabulary_id: str | None = None
+
+    @classmethod
+    def vocabulary_sources(cls, config: BaseModel) -> dict[str, str]:
+        """The other tasks of the recipe whose vocabulary this task reads (their ``vocabulary_file()``,
+        ``shared_vocabulary`` capability), as ``{config field: task key}``; the engine hands them over
+        prepared, in ``self.sources``. Default: none."""
+        return {}
 
     @abstractmethod
     def prepare(self) -> None:
@@ -310,6 +327,28 @@ class TaskAdapter(ABC):
         """Copy ``teacher``'s embeddings, output head and layers ``layers`` (0-based, one per
         student layer, in order) into ``student``."""
         raise NotImplementedError(f"task {self.name!r} does not offer layer_init")
+
+    # -- the ``shared_vocabulary`` and ``task_init`` capabilities ------------------------------
+
+    def vocabulary_file(self) -> Path:
+        """The prepared vocabulary file (after ``prepare``) that other tasks may read."""
+        raise NotImplementedError(f"task {self.name!r} does not offer shared_vocabulary")
+
+    def init_from_task(self, student: torch.nn.Module, source: "TaskAdapter", model: torch.nn.Module, layers: Sequence[int] | None) -> None:
+        """Copy what ``student`` shares with ``model``, a trained model of the prepared task
+        ``source`` (e.g. a masked LM's embeddings and encoder layers; ``layers``: which of them, one
+        per student layer), refusing a model it cannot start from (another vocabulary, width, ...)."""
+        raise NotImplementedError(f"task {self.name!r} does not offer task_init")
+
+    @classmethod
+    def task_init_problem(
+        cls, config: BaseModel, model: BaseModel, source_key: str, source: type["TaskAdapter"], source_model: BaseModel,
+        layers: Sequence[int] | None,
+    ) -> str | None:
+        """Why a ``model`` of this task (``config``) cannot start from ``source_model``, a model of
+        the recipe's task ``source_key`` (adapter ``source``), or None; checked when a recipe is
+        validated, for tasks with ``task_init``."""
+        return f"task {cls.name!r} cannot start a model from a {source.name!r} model"
 
     # -- the ``ctranslate2`` capability -------------------------------------------------------
 

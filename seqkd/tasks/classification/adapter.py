@@ -1,8 +1,11 @@
 """The ``classification`` task adapter: labelled texts (or text pairs) in, accuracy and macro-F1 out.
 
-Every model of a recipe reads one tokenizer, the task's (a pretrained folder's), so a teacher
+Every model of a recipe reads one tokenizer, the task's (a pretrained folder's, or with
+``vocabulary_from`` the sentencepiece model of another task such as ``masked_lm``), so a teacher
 and a student of any kind and depth see the same token ids; a pretrained model whose folder
-brings another tokenizer is refused. The label set is the training split's, sorted; each model
+brings another tokenizer is refused. A classifier starts from another task's model through
+``init_from_task`` (``task_init``): a masked LM's embeddings and encoder layers, when it reads
+that task's vocabulary. The label set is the training split's, sorted; each model
 file records it (``output_space``), so a model can be rebuilt without the recipe and a teacher
 trained on another label set is refused unless the method allows it.
 """
@@ -27,8 +30,9 @@ from seqkd.tasks.batching import EpochReader, Example, budget_groups
 from seqkd.tasks.classification.config import ClassificationConfig, ClassificationEvaluation, ClassifierConfig
 from seqkd.tasks.classification.corpus import Example as Text
 from seqkd.tasks.classification.corpus import read_examples
-from seqkd.tasks.classification.model import EncoderClassifier, PretrainedClassifier, init_from_layers, lengths_mask
+from seqkd.tasks.classification.model import EncoderClassifier, PretrainedClassifier, init_encoder_from, init_from_layers, lengths_mask
 from seqkd.tasks.classification.pretrained import load_tokenizer, read_config, resolve, tokenizer_digest
+from seqkd.tasks.classification.spm_tokenizer import load_sentencepiece_tokenizer
 
 SPLITS = ("train", "valid", "test")
 UNKNOWN = -1  # the label id of a valid/test example whose label the training split never shows
@@ -65,7 +69,7 @@ def collate(examples: list[Example], pad_idx: int) -> ClassificationBatch:
 class ClassificationTask(TaskAdapter):
     name: ClassVar[str] = "classification"
     description: ClassVar[str] = "Text and text-pair classification: Transformer encoders built here or pretrained (Hugging Face layout); accuracy, macro-F1"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "layer_states", "layer_init"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "layer_states", "layer_init", "task_init"})
     headline_metrics: ClassVar[dict[str, str]] = {"accuracy": "Acc", "macro_f1": "macro-F1"}
     config_schema = ClassificationConfig
     model_schema = ClassifierConfig
@@ -91,13 +95,23 @@ class ClassificationTask(TaskAdapter):
 
     @property
     def tokenizer(self) -> Any:
-        return load_tokenizer(self.tokenizer_folder)
+        """The pretrained folder's tokenizer, or the sentencepiece model of ``vocabulary_from``'s task."""
+        key = self.config.vocabulary_from
+        if key is None:
+            return load_tokenizer(self.tokenizer_folder)
+        if key not in self.sources:
+            raise DataError(f"task.vocabulary_from: task {key!r} was not handed to this task (tasks that read another's vocabulary are built by a recipe's engine)")
+        return load_sentencepiece_tokenizer(self.sources[key].vocabulary_file())
+
+    @classmethod
+    def vocabulary_sources(cls, config: ClassificationConfig) -> dict[str, str]:
+        return {"vocabulary_from": config.vocabulary_from} if config.vocabulary_from is not None else {}
 
     def _read(self, name: str, split_field: str | None) -> list[tuple[str | None, Text]]:
         d = self.config.data
         return read_examples(
             self._path(name), fmt=d.format, text_field=d.text_field, pair_field=d.pair_field,
-            label_field=d.label_field, split_field=split_field,
+            label_field=d.label_field, split_field=split_field, translations_field=d.translations_field,
         )
 
     def texts(self) -> dict[str, list[Text]]:
@@ -231,6 +245,42 @@ class ClassificationTask(TaskAdapter):
     def init_from_layers(self, student: torch.nn.Module, teacher: torch.nn.Module, layers: Sequence[int]) -> None:
         init_from_layers(student, teacher, list(layers))
 
+    def init_from_task(self, student: torch.nn.Module, source: TaskAdapter, model: torch.nn.Module, layers: Sequence[int] | None) -> None:
+        """Start ``student`` (``kind: encoder``) from another task's encoder (a masked LM): its
+        token, position and segment embeddings and its layers (``layers``: which, one per student
+        layer); the pooler and the head stay as built. Refused unless both read one vocabulary."""
+        theirs = source.output_space().get("tokenizer")
+        mine = tokenizer_digest(self.tokenizer)
+        if theirs != mine:
+            how = (f"set `vocabulary_from: <the key of task {source.name!r}>` in this task" if self.config.vocabulary_from is None
+                   else f"this task reads task {self.config.vocabulary_from!r}'s vocabulary; start from a model of that task")
+            raise DataError(f"the {source.name} model reads another vocabulary ({theirs}) than this task ({mine}); "
+                            f"its token embeddings would mean other tokens here: {how}")
+        init_encoder_from(student, model, None if layers is None else list(layers))
+
+    @classmethod
+    def task_init_problem(
+        cls, config: ClassificationConfig, model: ClassifierConfig, source_key: str, source: type[TaskAdapter], source_model: Any,
+        layers: Sequence[int] | None,
+    ) -> str | None:
+        if config.vocabulary_from != source_key:
+            return (f"a classifier that starts from task {source_key!r}'s encoder must read that task's vocabulary: "
+                    f"set `vocabulary_from: {source_key}` in the classification task")
+        if model.kind != "encoder":
+            return "only a `kind: encoder` classifier can start from another task's encoder"
+        sizes = [f"{name} {getattr(model, name)} here, {getattr(source_model, name, None)} there"
+                 for name in ("dim", "heads", "ffn_dim") if getattr(source_model, name, None) != getattr(model, name)]
+        if sizes:
+            return f"the encoders differ in size ({'; '.join(sizes)})"
+        depth = getattr(source_model, "num_layers", None)
+        if depth is None:
+            return None
+        if layers is None and depth != model.num_layers:
+            return f"its encoder has {depth} layers and this model {model.num_layers}; pick {model.num_layers} of them with `init_layers`"
+        if layers is not None and (len(layers) != model.num_layers or any(not 0 <= j < depth for j in layers)):
+            return f"init_layers {list(layers)}: give one of its {depth} layers (0..{depth - 1}) per layer of this model ({model.num_layers})"
+        return None
+
     def nll(self, output: ClassLogits, label_smoothing: float) -> tuple[torch.Tensor, int]:
         """Cross-entropy summed over the examples whose label is known."""
         logits, targets = output.logits[output.mask].float(), output.targets[output.mask]
@@ -257,19 +307,50 @@ class ClassificationTask(TaskAdapter):
         model.train(was_training)
         return out
 
+    def _translated(self, split: str, options: ClassificationEvaluation) -> dict[str, list[Text]]:
+        """The examples of ``split`` with a translation into each of ``options.languages``."""
+        if not options.languages:
+            return {}
+        if self.config.data.translations_field is None:
+            raise DataError("evaluation.languages scores translations: name their field in task.data.translations_field")
+        if self.config.data.pair_field is not None:
+            raise DataError("evaluation.languages: translations of text pairs are not supported")
+        out = {lang: [t for t in self.texts()[split] if lang in t.translations] for lang in options.languages}
+        empty = [lang for lang, items in out.items() if not items]
+        if empty:
+            raise DataError(f"evaluation.languages: no {split} example has a translation into {', '.join(empty)}")
+        return out
+
     def eval_inputs(self, split: str, options: ClassificationEvaluation) -> list[tuple[str, str | None]]:
-        return [(t.text, t.pair) for t in self.texts()[split]]
+        """The split's texts, then (with ``languages``) each language's translations in turn."""
+        inputs = [(t.text, t.pair) for t in self.texts()[split]]
+        for lang, items in self._translated(split, options).items():
+            inputs += [(t.translations[lang], None) for t in items]
+        return inputs
 
     def predict(self, model: torch.nn.Module, inputs: list[tuple[str, str | None]], options: ClassificationEvaluation) -> list[str]:
         return [label for label, _ in self.classify(model, inputs, options.batch_size)]
 
     def score(self, split: str, predictions: list[str], options: ClassificationEvaluation) -> dict[str, Any]:
-        """Accuracy and macro-F1 (over the labels in the gold set or the predictions, in percent).
+        """Accuracy and macro-F1 (over the labels in the gold set or the predictions, in percent);
+        with ``languages``, ``accuracy_<lang>``, ``macro_f1_<lang>`` and ``sentences_<lang>`` of
+        each language's translations (the predictions after the split's own, in ``eval_inputs``' order).
 
         An example whose gold label the training split never shows counts as an error and is
         reported in ``unseen_labels`` (by label), so a test set drawn from another label set shows.
         """
-        gold = [t.label for t in self.texts()[split][: len(predictions)]]
+        texts = self.texts()[split]
+        translated = self._translated(split, options)
+        own = len(texts) if translated else len(predictions)
+        metrics = self._metrics(split, [t.label for t in texts[:own]], predictions[:own])
+        start = own
+        for lang, items in translated.items():
+            part = self._metrics(split, [t.label for t in items], predictions[start : start + len(items)])
+            start += len(items)
+            metrics.update({f"accuracy_{lang}": part["accuracy"], f"macro_f1_{lang}": part["macro_f1"], f"sentences_{lang}": part["sentences"]})
+        return metrics
+
+    def _metrics(self, split: str, gold: list[str], predictions: list[str]) -> dict[str, Any]:
         known = set(self.labels)
         unseen = Counter(g for g in gold if g not in known)
         correct = Counter(g for g, p in zip(gold, predictions) if g == p)

@@ -41,7 +41,7 @@ class ClassificationData(AddedFields):
     """
 
     model_config = ConfigDict(extra="forbid")
-    added_fields = ("labels",)
+    added_fields = ("labels", "translations_field")
 
     corpus: str | None = Field(None, description="One file with a split column (`split_field`).")
     train: str | None = Field(None, description="Training file.")
@@ -56,6 +56,9 @@ class ClassificationData(AddedFields):
     labels: list[str] | None = Field(
         None, min_length=2, description="Keep only the examples of these labels, in every split (e.g. a teacher trained on part of the label set).",
     )
+    translations_field: str | None = Field(
+        None, description="JSONL: the field holding each row's translations of its text (`{language: text}`), which `evaluation.languages` scores zero-shot.",
+    )
 
     @model_validator(mode="after")
     def _one_layout(self) -> "ClassificationData":
@@ -66,10 +69,11 @@ class ClassificationData(AddedFields):
         return self
 
 
-class ClassificationConfig(BaseModel):
+class ClassificationConfig(AddedFields):
     """The ``task:`` section of a classification recipe."""
 
     model_config = ConfigDict(extra="forbid")
+    added_fields = ("vocabulary_from",)
 
     name: Literal["classification"] = "classification"
     data: ClassificationData
@@ -77,8 +81,18 @@ class ClassificationConfig(BaseModel):
         default_factory=lambda: PretrainedSource(**MINILM),
         description="The pretrained folder whose tokenizer every model of the recipe reads (a pretrained model must come with the same one).",
     )
+    vocabulary_from: str | None = Field(
+        None,
+        description="Instead of `tokenizer`: another task of the recipe (its key, e.g. a `masked_lm` task) whose sentencepiece vocabulary every model reads, so a classifier can start from that task's encoder (`init:` one of its stages).",
+    )
     max_seq_len: int = Field(128, ge=4, description="Longest input in tokens, special tokens included; longer ones are cut (pairs: the longer text first).")
     min_train_examples: int = Field(10, ge=1, description="Refuse training data smaller than this.")
+
+    @model_validator(mode="after")
+    def _one_vocabulary(self) -> "ClassificationConfig":
+        if self.vocabulary_from is not None and "tokenizer" in self.model_fields_set:
+            raise ValueError("give `tokenizer` (a pretrained folder's) or `vocabulary_from` (another task's), not both")
+        return self
 
 
 class ClassifierConfig(BaseModel):
@@ -124,11 +138,26 @@ class ClassifierConfig(BaseModel):
         return self.layers if self.kind == "pretrained" else (self.layers or 2)
 
 
-class ClassificationEvaluation(BaseModel):
-    """The ``evaluation:`` section: accuracy and macro-F1 over the labels seen in training."""
+class ClassificationEvaluation(AddedFields):
+    """The ``evaluation:`` section: accuracy and macro-F1 over the labels seen in training; with
+    ``languages``, also on the texts' translations (zero-shot cross-lingual transfer)."""
 
     model_config = ConfigDict(extra="forbid")
+    added_fields = ("languages",)
 
     split: Literal["valid", "test"] = Field("test", description="Which split the report scores.")
     batch_size: int = Field(128, ge=1, description="Texts classified together.")
     max_sentences: int | None = Field(None, ge=1, description="Score only the first N examples.")
+    languages: list[str] | None = Field(
+        None, min_length=1,
+        description="Also score the split's translations into these languages (`task.data.translations_field`), each on the examples that have one: `accuracy_<lang>`, `macro_f1_<lang>` and `sentences_<lang>` beside the metrics of the texts themselves.",
+    )
+
+    @model_validator(mode="after")
+    def _languages(self) -> "ClassificationEvaluation":
+        if self.languages is not None:
+            if self.max_sentences is not None:
+                raise ValueError("`max_sentences` and `languages` cannot be combined: every language is scored whole")
+            if len(set(self.languages)) != len(self.languages):
+                raise ValueError("a language is listed twice")
+        return self

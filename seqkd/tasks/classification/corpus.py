@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ class Example:
     pair: str | None  # the second text of a sentence pair
     label: str
     source: str  # "file:line", for messages
+    translations: dict[str, str] = field(default_factory=dict)  # language -> the text translated
 
 
 def file_format(path: Path, given: str | None) -> str:
@@ -72,11 +73,15 @@ def _field(row: dict[str, Any], name: str, where: str, what: str) -> str:
 
 def read_examples(
     path: Path, *, fmt: str | None, text_field: str, pair_field: str | None, label_field: str,
-    split_field: str | None = None,
+    split_field: str | None = None, translations_field: str | None = None,
 ) -> list[tuple[str | None, Example]]:
-    """The examples of a file, each with its split (from ``split_field``; ``None`` without one)."""
+    """The examples of a file, each with its split (from ``split_field``; ``None`` without one) and,
+    with ``translations_field`` (JSONL), its translations (a row may have none)."""
     out: list[tuple[str | None, Example]] = []
-    for number, row in _rows(path, file_format(path, fmt)):
+    fmt = file_format(path, fmt)
+    if translations_field is not None and fmt != "jsonl":
+        raise DataError(f"{path}: `translations_field` needs a JSONL file (a {{language: text}} object per row)")
+    for number, row in _rows(path, fmt):
         where = f"{path}:{number}"
         text = _field(row, text_field, where, "text").strip()
         pair = _field(row, pair_field, where, "pair text").strip() if pair_field else None
@@ -91,7 +96,15 @@ def read_examples(
             if name not in SPLIT_NAMES:
                 raise DataError(f"{where}: split {name!r} is not one of {', '.join(SPLIT_NAMES)}")
             split = SPLIT_NAMES[name]
-        out.append((split, Example(text, pair, label, where)))
+        translations = _translations(row.get(translations_field, {}), where, translations_field) if translations_field else {}
+        out.append((split, Example(text, pair, label, where, translations)))
     if not out:
         raise DataError(f"{path}: no examples (the file is empty)")
     return out
+
+
+def _translations(value: Any, where: str, name: str) -> dict[str, str]:
+    """A row's ``{language: text}`` object, empty texts left out."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise DataError(f"{where}: field {name!r} (translations) must map languages to texts, e.g. {{\"de\": \"...\"}}")
+    return {lang: text.strip() for lang, text in value.items() if text.strip()}

@@ -68,6 +68,44 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(self.tokens(tokens) + self.positions(positions) + self.segments(segments)))
 
 
+def build_encoder(num_layers: int, dim: int, heads: int, ffn_dim: int, dropout: float) -> StandardTransformerEncoder:
+    """BERT's layer stack from fairseq2 layers: post-norm self-attention and feed-forward blocks.
+    (The masked_lm task builds its encoder with it, so a classifier can start from a masked LM.)"""
+    layers = [
+        StandardTransformerEncoderLayer(
+            StandardMultiheadAttention(dim, heads, NaiveSDPA(IdentityBias(), dropout_p=dropout)),
+            StandardLayerNorm(dim, bias=True),
+            StandardFeedForwardNetwork(dim, ffn_dim, bias=True),
+            StandardLayerNorm(dim, bias=True),
+            norm_order=TransformerNormOrder.POST,
+            dropout_p=dropout,
+        )
+        for _ in range(num_layers)
+    ]
+    return StandardTransformerEncoder(layers)
+
+
+def run_encoder(
+    embeddings: Embeddings, encoder: StandardTransformerEncoder, tokens: torch.Tensor, segments: torch.Tensor,
+    lengths: torch.Tensor, *, layers: bool = False, attentions: bool = False,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """The last layer's output ``(N, T, D)``; with ``layers`` every layer's (embeddings first), with
+    ``attentions`` every layer's attention map (else empty tuples)."""
+    layout = BatchLayout(tuple(tokens.shape), lengths.tolist(), device=tokens.device)
+    x = embeddings(tokens, segments)
+    states, maps, handles = [x], [], []
+    if layers:
+        handles.append(encoder.register_layer_hook(lambda i, out, lay, n: states.append(out) or True))
+    if attentions:
+        handles += [layer.self_attn.register_attn_weight_hook(lambda m, a, w: maps.append(w)) for layer in encoder.layers]
+    try:
+        x = encoder(x, layout)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return x, tuple(states) if layers else (), tuple(maps)
+
+
 class EncoderClassifier(nn.Module):
     """A post-norm Transformer encoder (fairseq2 layers, BERT's layout) with a pooled head.
 
@@ -83,39 +121,17 @@ class EncoderClassifier(nn.Module):
         super().__init__()
         dim = config.dim
         self.embeddings = Embeddings(vocab_size, dim, max_seq_len, pad_idx, config.dropout)
-        layers = [
-            StandardTransformerEncoderLayer(
-                StandardMultiheadAttention(dim, config.heads, NaiveSDPA(IdentityBias(), dropout_p=config.dropout)),
-                StandardLayerNorm(dim, bias=True),
-                StandardFeedForwardNetwork(dim, config.ffn_dim, bias=True),
-                StandardLayerNorm(dim, bias=True),
-                norm_order=TransformerNormOrder.POST,
-                dropout_p=config.dropout,
-            )
-            for _ in range(config.num_layers)
-        ]
-        self.encoder = StandardTransformerEncoder(layers)
+        self.encoder = build_encoder(config.num_layers, dim, config.heads, config.ffn_dim, config.dropout)
         self.pooler = nn.Sequential(nn.Linear(dim, dim), nn.Tanh()) if config.pooling == "cls" else None
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(dim, num_labels))
 
     def forward(
         self, tokens: torch.Tensor, segments: torch.Tensor, lengths: torch.Tensor, *, layers: bool = False, attentions: bool = False,
     ) -> ClassifierOutput:
-        layout = BatchLayout(tuple(tokens.shape), lengths.tolist(), device=tokens.device)
-        x = self.embeddings(tokens, segments)
-        states, maps, handles = [x], [], []
-        if layers:
-            handles.append(self.encoder.register_layer_hook(lambda i, out, lay, n: states.append(out) or True))
-        if attentions:
-            handles += [layer.self_attn.register_attn_weight_hook(lambda m, a, w: maps.append(w)) for layer in self.encoder.layers]
-        try:
-            x = self.encoder(x, layout)
-        finally:
-            for handle in handles:
-                handle.remove()
+        x, states, maps = run_encoder(self.embeddings, self.encoder, tokens, segments, lengths, layers=layers, attentions=attentions)
         mask = lengths_mask(tokens, lengths)
         pooled = self.pooler(x[:, 0]) if self.pooler is not None else mean_pool(x, mask)
-        return ClassifierOutput(self.head(pooled), tuple(states) if layers else (), tuple(maps))
+        return ClassifierOutput(self.head(pooled), states, maps)
 
 
 class PretrainedClassifier(nn.Module):
@@ -177,3 +193,41 @@ def init_from_layers(student: nn.Module, teacher: nn.Module, layers: list[int]) 
         raise DataError(f"the student's layers do not fit the teacher's ({str(exc).strip().splitlines()[-1].strip()}); init needs equal widths") from None
 
 
+
+
+def init_encoder_from(student: nn.Module, source: nn.Module, layers: list[int] | None) -> None:
+    """Copy the embeddings and encoder layers of ``source`` (a model built on the same
+    ``Embeddings`` and ``build_encoder``, e.g. a masked LM) into the ``EncoderClassifier``
+    ``student``: all layers, or teacher layer ``layers[i]`` into student layer ``i``. The pooler and
+    head stay as built. Position embeddings beyond the student's ``max_seq_len`` are dropped; a
+    student that reads longer inputs than ``source`` learned, or of another width, is refused."""
+    if not isinstance(student, EncoderClassifier):
+        raise DataError(f"a {type(student).__name__} cannot start from another task's encoder; use `kind: encoder`")
+    prefix = "encoder.layers"
+    if not hasattr(source, "embeddings") or getattr(source, "layer_prefix", None) != prefix:
+        raise DataError(f"a {type(source).__name__} has no encoder a classifier can start from")
+    depth, source_depth = len(student.encoder.layers), len(source.encoder.layers)
+    layers = list(range(source_depth)) if layers is None else layers
+    if len(layers) != depth or any(not 0 <= j < source_depth for j in layers):
+        raise DataError(f"init layers {layers}: the classifier has {depth} layers and the source encoder {source_depth}; give one source layer (0..{source_depth - 1}) per classifier layer")
+    target = student.state_dict()
+    state = {}
+    for key, value in source.state_dict().items():
+        if key.startswith(prefix + "."):
+            index, rest = key[len(prefix) + 1 :].split(".", 1)
+            state.update({f"{prefix}.{i}.{rest}": value for i, j in enumerate(layers) if j == int(index)})
+        elif key.startswith(("embeddings.", "encoder.")):
+            state[key] = value
+    positions = "embeddings.positions.weight"
+    if positions in state and state[positions].shape[0] != target[positions].shape[0]:
+        if state[positions].shape[0] < target[positions].shape[0]:
+            raise DataError(f"the source encoder learned {state[positions].shape[0]} positions; this task reads up to {target[positions].shape[0]} tokens: lower task.max_seq_len")
+        state[positions] = state[positions][: target[positions].shape[0]]
+    shared = [k for k in target if k.startswith(("embeddings.", "encoder."))]
+    missing = [k for k in shared if k not in state]
+    misfit = [k for k in shared if k in state and state[k].shape != target[k].shape]
+    if missing or misfit:
+        key = (misfit or missing)[0]
+        what = f"{key}: {tuple(state[key].shape)} there, {tuple(target[key].shape)} here" if misfit else f"it has no {key}"
+        raise DataError(f"the source encoder does not fit the classifier ({what}); init needs equal widths and vocabularies")
+    student.load_state_dict({**target, **{k: state[k] for k in shared}})
