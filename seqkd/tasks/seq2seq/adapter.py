@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from seqkd.errors import DataError
 from seqkd.hashing import file_sha256, settings_json
 from seqkd.tasks.base import HiddenStates, NBest, TargetSet, TaskAdapter, TokenLogits, with_target_sets
-from seqkd.tasks.seq2seq.batching import VIEW, EpochReader, Example, Seq2SeqBatch, fixed_batches
+from seqkd import distributed
+from seqkd.tasks.seq2seq.batching import (
+    VIEW, EpochReader, Example, Seq2SeqBatch, StoredEpochReader, StoredItems, fixed_batches, stored_batches,
+)
 from seqkd.tasks.seq2seq.corpus import Pair
 from seqkd.tasks.seq2seq.config import BeamSettings, Seq2SeqNoise, VocabularyConfig
 from seqkd.tasks.seq2seq.decode import beam_search
 from seqkd.tasks.seq2seq.model import TransformerConfig, build_transformer
+from seqkd.tasks.seq2seq.store import StoredSplit, TokenStore, build_store, store_dir
 from seqkd.tasks.seq2seq.vocab import BOS, EOS, PAD, load_vocabulary, train_vocabulary, vocabulary_digest
 
 SPLITS = ("train", "valid", "test")
@@ -40,6 +45,9 @@ class Seq2SeqTask(TaskAdapter):
     noise_schema = Seq2SeqNoise
     # which side's length groups examples into batches and counts against ``max_tokens``
     batch_by: ClassVar[str] = "target"
+    # text tasks keep their encoded corpus in a memory-mapped token store (``store.py``) shared by
+    # every process; a task whose sources are not text (speech features) keeps the in-memory lists
+    token_store: ClassVar[bool] = False
 
     config: VocabularyConfig
 
@@ -50,6 +58,8 @@ class Seq2SeqTask(TaskAdapter):
         self._vocab = None
         self._data_digest: str | None = None
         self._sentence_ends: torch.Tensor | None = None
+        self._split_pairs: dict[str, list[Pair]] = {}
+        self._store: TokenStore | None = None
 
     # -- what a task says about itself --------------------------------------------------------
 
@@ -80,6 +90,27 @@ class Seq2SeqTask(TaskAdapter):
         """What the sentencepiece vocabulary is trained on: both sides (speech: transcripts only)."""
         return [s for p in pairs for s in (p.source, p.target)]
 
+    def iter_pairs(self, splits: Sequence[str] = SPLITS) -> Iterator[tuple[str, Pair]]:
+        """``(split, pair)`` of the ``splits`` asked for, in data order, the training pairs capped
+        as ``read_splits`` caps them. A task whose files can be streamed overrides this so that a
+        corpus is never held in memory whole; this default reads ``read_splits``."""
+        pairs = self.pairs()
+        for split in splits:
+            for pair in pairs[split]:
+                yield split, pair
+
+    def encode_chunk(self, pairs: list[Pair]) -> tuple[list[list[int]], list[list[int]], int]:
+        """Source ids (EOS included), target ids (BOS and EOS included) and how many sources were
+        cut to ``max_source_len``: what the token store holds of a chunk of pairs."""
+        sources = self.encode_sources([p.source for p in pairs])
+        targets = [[BOS] + t + [EOS] for t in self.vocab.encode([p.target for p in pairs])]
+        return sources, targets, 0
+
+    @property
+    def _uses_store(self) -> bool:
+        # views stay on the in-memory path (their files belong to upstream stages, not to the data)
+        return self.token_store and not self.views
+
     # -- data ---------------------------------------------------------------------------------
 
     def resolve(self, value: str) -> Path:
@@ -105,6 +136,15 @@ class Seq2SeqTask(TaskAdapter):
         if not path.exists():
             raise DataError(f"{path}: no such file; input view {view!r} needs one line per {split} example")
         return path
+
+    def split_pairs(self, split: str) -> list[Pair]:
+        """One split's pairs; with a token store, read by themselves (streaming past the others)
+        rather than with the whole corpus."""
+        if self._pairs is not None or not self._uses_store:
+            return self.pairs()[split]
+        if split not in self._split_pairs:
+            self._split_pairs[split] = [pair for _, pair in self.iter_pairs((split,))]
+        return self._split_pairs[split]
 
     def view_lines(self, view: str, split: str) -> list[str]:
         """The view's text of every example of ``split``, aligned with ``pairs()[split]``."""
@@ -144,11 +184,63 @@ class Seq2SeqTask(TaskAdapter):
         return self.workdir / f"spm-{self._data_fingerprint()}.model"
 
     def prepare(self) -> None:
+        if self._uses_store:
+            return self._prepare_store()
         pairs = self.pairs()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self._vocab_path.exists():
             train_vocabulary(self.vocabulary_texts(pairs["train"]), self._vocab_path, self.config.vocab_size, self.config.vocab_model)
         self._vocab = load_vocabulary(self._vocab_path)
+
+    def _prepare_store(self) -> None:
+        """The vocabulary, trained on a stream of the training sentences, and the token store; both
+        are built once (by rank 0: the engine prepares tasks with ``distributed.main_first``) and
+        opened by every process."""
+        if self._store is not None:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self._vocab_path.exists():
+            counted = {"train": 0}
+
+            def sentences() -> Iterator[str]:
+                for _, pair in self.iter_pairs(("train",)):
+                    counted["train"] += 1
+                    yield pair.source
+                    yield pair.target
+
+            try:
+                train_vocabulary(sentences(), self._vocab_path, self.config.vocab_size, self.config.vocab_model)
+            except Exception:
+                self._check_size("train", counted["train"])
+                raise
+            self._check_size("train", counted["train"])
+        self._vocab = load_vocabulary(self._vocab_path)
+        parts = {"data": self._data_fingerprint(), "vocabulary": vocabulary_digest(self._vocab_path)}
+        folder = store_dir(self.workdir, *parts.values())
+        if not folder.exists():
+            build_store(
+                folder, parts, self.vocab_size, self.iter_pairs(), self.encode_chunk,
+                lambda src, tgt: src <= self.max_source_len and tgt <= self.max_target_len,
+            )
+        store = TokenStore.open(folder, parts, hashes=distributed.is_main())
+        for split in SPLITS:
+            self._check_size(split, store.info(split)["pairs"])
+        self._store = store
+
+    def _check_size(self, split: str, count: int) -> None:
+        needed = self.config.min_train_pairs if split == "train" else 1
+        if count < needed:
+            raise DataError(
+                f"the {split} split has {count} pairs; at least {needed} are needed "
+                f"(data: {', '.join(str(p) for p in self.data_files())})"
+            )
+
+    @property
+    def store(self) -> TokenStore:
+        if self._store is None:
+            self.prepare()
+        assert self._store is not None
+        return self._store
 
     @property
     def vocab(self):
@@ -165,8 +257,14 @@ class Seq2SeqTask(TaskAdapter):
             self.prepare()
         return vocabulary_digest(self._vocab_path)
 
-    def _examples(self, split: str) -> list[Example]:
-        """The split as token tensors, encoded once per process; pairs too long for the model are left out."""
+    def _examples(self, split: str) -> list[Example] | StoredSplit:
+        """The split as token tensors, encoded once per process (or read from the token store, a
+        sequence of the same examples); pairs too long for the model are left out."""
+        if split not in self._encoded and self._uses_store:
+            examples = self.store.split(split)
+            if not len(examples):
+                raise DataError(f"no {split} pair fits the length limits ({self.max_source_len} source, {self.max_target_len} target tokens)")
+            self._encoded[split] = examples  # type: ignore[assignment]
         if split not in self._encoded:
             pairs = self.pairs()[split]
             src = self.encode_sources([p.source for p in pairs])
@@ -192,21 +290,43 @@ class Seq2SeqTask(TaskAdapter):
     def _batch_len(self) -> int:
         return self.max_source_len if self.batch_by == "source" else self.max_target_len
 
-    def train_reader(self, max_tokens: int, seed: int, target_sets: Sequence[TargetSet] = (None,)) -> EpochReader:
+    def train_reader(self, max_tokens: int, seed: int, target_sets: Sequence[TargetSet] = (None,)) -> EpochReader | StoredEpochReader:
         def replace(example: Example, target: list[int]) -> Example | None:
             fits = target and len(target) + 2 <= self.max_target_len
             return {**example, "target": torch.tensor([BOS] + target + [EOS])} if fits else None
 
+        if self._uses_store:
+            return StoredEpochReader(self._stored_items(target_sets), max_tokens, self._batch_len, PAD, seed, self.batch_by)
         examples = with_target_sets(self._examples("train"), target_sets, replace)
         return EpochReader(examples, max_tokens, self._batch_len, PAD, seed, self.batch_by)
 
+    def _stored_items(self, target_sets: Sequence[TargetSet]) -> StoredItems:
+        """``with_target_sets`` over the store: the rows of each target set and their replacement
+        targets, without materialising the examples."""
+        split = self._examples("train")
+        parts = []
+        for targets in target_sets:
+            if targets is None:
+                parts.append(StoredItems(split, np.arange(len(split))))
+                continue
+            kept = [(i, t) for i, t in sorted(targets.items()) if t and len(t) + 2 <= self.max_target_len]
+            if not kept:
+                raise DataError("the replacement training targets are empty or do not fit the examples (e.g. a teacher that generated nothing)")
+            parts.append(StoredItems(split, np.array([i for i, _ in kept]), [torch.tensor([BOS] + list(t) + [EOS]) for _, t in kept]))
+        return StoredItems.concat(parts)
+
     def valid_batches(self, max_tokens: int) -> list[Seq2SeqBatch]:
+        if self._uses_store:
+            return self.indexed_batches("valid", 0, self.num_examples("valid"), max_tokens)
         return fixed_batches(self._examples("valid"), max_tokens, self._batch_len, PAD, self.batch_by)
 
     def num_examples(self, split: str) -> int:
         return len(self._examples(split))
 
     def indexed_batches(self, split: str, start: int, stop: int, max_tokens: int) -> list[Seq2SeqBatch]:
+        if self._uses_store:
+            items = StoredItems(self._examples(split), np.arange(start, min(stop, self.num_examples(split))))
+            return stored_batches(items, max_tokens, self._batch_len, PAD, self.batch_by)
         return fixed_batches(self._examples(split)[start:stop], max_tokens, self._batch_len, PAD, self.batch_by)
 
     # -- models -------------------------------------------------------------------------------
@@ -366,13 +486,13 @@ class Seq2SeqTask(TaskAdapter):
             if view not in self.views:
                 raise DataError(f"evaluation.view {view!r} is not an input view of this task (views: {', '.join(sorted(self.views)) or 'none'})")
             return self.view_lines(view, split)
-        return [p.source for p in self.pairs()[split]]
+        return [p.source for p in self.split_pairs(split)]
 
     def predict(self, model: torch.nn.Module, inputs: list[str], options: BeamSettings) -> list[str]:
         return self.decode(model, [line.strip() for line in inputs], options)
 
     def references(self, split: str, count: int) -> list[str]:
-        return [p.target for p in self.pairs()[split][:count]]
+        return [p.target for p in self.split_pairs(split)[:count]]
 
     # -- export -----------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from seqkd.errors import DataError
@@ -139,3 +140,129 @@ def fixed_batches(
 ) -> list[Seq2SeqBatch]:
     """Unshuffled batches over all examples (validation)."""
     return list(_pipeline(examples, max_tokens, max_seq_len, pad_idx, shuffle_seed=None, length_of=length_of))
+
+
+# -- batches of a token store (``seqkd.tasks.seq2seq.store``) ------------------------------------
+#
+# The same batches as ``_pipeline`` (fairseq2's ``bucket_by_length`` and ``collate``), computed
+# from an array of lengths, so that an epoch of millions of examples is an int64 permutation and a
+# list of index arrays rather than a list of example dicts; each batch's rows are read from the
+# memory-mapped store only when the batch is made.
+
+
+def bucket_batches(lengths: np.ndarray, max_tokens: int, max_seq_len: int) -> list[np.ndarray]:
+    """Positions (into ``lengths``) of each batch, in the order fairseq2 0.8.1's
+    ``bucket_by_length(create_bucket_sizes(...), skip_above_max_examples=True)`` emits them for
+    examples of these lengths read in order: a batch is emitted when its bucket (the smallest whose
+    length bound holds the example) fills; at the end, the fullest-length leftover bucket is topped
+    up from the ends of the shorter ones, repeatedly."""
+    budget = max(max_tokens // max_seq_len, 1) * max_seq_len
+    sizes = create_bucket_sizes(max_num_elements=budget, max_seq_len=max_seq_len)
+    bounds = np.array([n for _, n in sizes])
+    lengths = np.asarray(lengths)
+    positions = np.flatnonzero((lengths >= 1) & (lengths <= bounds[-1]))
+    bucket_of = np.searchsorted(bounds, lengths[positions], side="left")
+    full: list[tuple[int, np.ndarray]] = []
+    left: list[list[int]] = []
+    for b, (size, _) in enumerate(sizes):
+        members = positions[bucket_of == b]
+        n_full = len(members) // size
+        for k in range(n_full):
+            batch = members[k * size : (k + 1) * size]
+            full.append((int(batch[-1]), batch))
+        left.append(members[n_full * size :].tolist())
+    full.sort(key=lambda item: item[0])
+    batches = [batch for _, batch in full]
+    for i in range(len(sizes) - 1, -1, -1):
+        while left[i]:
+            bucket, left[i] = left[i], []
+            remaining = sizes[i][0] - len(bucket)
+            for j in range(i - 1, -1, -1):
+                while remaining > 0 and left[j]:
+                    bucket.append(left[j].pop())
+                    remaining -= 1
+                if remaining == 0:
+                    break
+            batches.append(np.array(bucket, dtype=np.int64))
+    return batches
+
+
+class StoredItems:
+    """The items a store reader batches: rows of a :class:`~seqkd.tasks.seq2seq.store.StoredSplit`,
+    each with the store's target or a replacement (a teacher's output: BOS + ids + EOS)."""
+
+    def __init__(self, split: Any, rows: np.ndarray, targets: list[torch.Tensor | None] | None = None) -> None:
+        self.split, self.rows, self.targets = split, np.asarray(rows, dtype=np.int64), targets
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def concat(cls, parts: list["StoredItems"]) -> "StoredItems":
+        if len(parts) == 1:
+            return parts[0]
+        targets = None
+        if any(p.targets is not None for p in parts):
+            targets = [t for p in parts for t in (p.targets if p.targets is not None else [None] * len(p))]
+        return cls(parts[0].split, np.concatenate([p.rows for p in parts]), targets)
+
+    def lengths(self, side: str) -> np.ndarray:
+        lengths = self.split.lengths(side)[self.rows]
+        if side == "target" and self.targets is not None:
+            lengths = lengths.copy()
+            for i, t in enumerate(self.targets):
+                if t is not None:
+                    lengths[i] = len(t)
+        return lengths
+
+    def collate(self, items: np.ndarray, pad_idx: int) -> Seq2SeqBatch:
+        rows = self.rows[items]
+        sources = [self.split.row("source", int(r)) for r in rows]
+        targets = [
+            self.targets[i] if self.targets is not None and self.targets[i] is not None else self.split.row("target", int(r))
+            for i, r in zip(items.tolist(), rows)
+        ]
+        src = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=pad_idx)
+        tgt = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=pad_idx)
+        return Seq2SeqBatch(
+            src, [len(s) for s in sources], tgt[:, :-1], tgt[:, 1:], [len(t) - 1 for t in targets],
+            torch.from_numpy(rows.copy()),
+        )
+
+
+def stored_batches(items: StoredItems, max_tokens: int, max_seq_len: int, pad_idx: int, length_of: str = "target") -> list[Seq2SeqBatch]:
+    """``fixed_batches`` of stored items: unshuffled, the same batches."""
+    return [items.collate(b, pad_idx) for b in bucket_batches(items.lengths(length_of), max_tokens, max_seq_len)]
+
+
+class StoredEpochReader:
+    """``EpochReader`` over stored items: the same batches for the same seed, made one at a time.
+
+    Epoch ``e`` is the permutation ``randperm(n, seed + e)`` bucketed by length; the state is the
+    epoch and how many of its batches were read, so resuming recomputes the epoch's batch index
+    (a second or two at millions of examples) and goes on from there.
+    """
+
+    def __init__(self, items: StoredItems, max_tokens: int, max_seq_len: int, pad_idx: int, seed: int, length_of: str = "target") -> None:
+        self.items, self.max_tokens, self.max_seq_len, self.pad_idx = items, max_tokens, max_seq_len, pad_idx
+        self._lengths = items.lengths(length_of)
+        self._seed = seed
+        self.epoch, self.position = 0, 0
+
+    def _epoch_batches(self) -> list[np.ndarray]:
+        order = torch.randperm(len(self.items), generator=torch.Generator().manual_seed(self._seed + self.epoch)).numpy()
+        return [order[b] for b in bucket_batches(self._lengths[order], self.max_tokens, self.max_seq_len)]
+
+    def __iter__(self) -> Iterator[Seq2SeqBatch]:
+        while True:
+            batches = self._epoch_batches()
+            while self.position < len(batches):
+                self.position += 1
+                yield self.items.collate(batches[self.position - 1], self.pad_idx)
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])

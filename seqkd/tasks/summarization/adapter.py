@@ -9,6 +9,7 @@ and ROUGE.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +21,7 @@ from seqkd.errors import DataError
 from seqkd.tasks.seq2seq.adapter import SPLITS, Seq2SeqTask
 from seqkd.tasks.seq2seq.batching import Example
 from seqkd.tasks.seq2seq.corpus import Pair, read_parallel
-from seqkd.tasks.seq2seq.vocab import EOS
+from seqkd.tasks.seq2seq.vocab import BOS, EOS
 from seqkd.tasks.summarization.config import SummarizationConfig, SummarizationEvaluation, SummarizationGeneration
 from seqkd.tasks.summarization.corpus import read_jsonl, read_xsum
 
@@ -50,6 +51,7 @@ class SummarizationTask(Seq2SeqTask):
     generation_schema = SummarizationGeneration
     headline_metrics: ClassVar[dict[str, str]] = {"rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L"}
     batch_by: ClassVar[str] = "source"  # documents are the long side
+    token_store: ClassVar[bool] = True
 
     config: SummarizationConfig
 
@@ -95,6 +97,38 @@ class SummarizationTask(Seq2SeqTask):
             pairs["train"] = pairs["train"][: data.max_train_pairs]
         return pairs
 
+    def iter_pairs(self, splits: Sequence[str] = SPLITS) -> Iterator[tuple[str, Pair]]:
+        """``read_splits`` as a stream (JSON lines and line files; the XSum release is read whole)."""
+        data = self.config.data
+        if data.format == "xsum":
+            yield from super().iter_pairs(splits)
+            return
+        cap, trained = data.max_train_pairs, 0
+        if data.format == "lines":
+            files = self.data_files()
+            stream = ((s, pair) for i, s in enumerate(SPLITS) if s in splits for pair in read_parallel(*files[2 * i : 2 * i + 2]))
+        elif data.corpus:
+            stream = read_jsonl(self.resolve(data.corpus), data.document_field, data.summary_field, data.split_field)
+        else:
+            stream = (
+                (s, pair) for s in SPLITS if s in splits
+                for _, pair in read_jsonl(self.resolve(getattr(data, s)), data.document_field, data.summary_field)
+            )
+        for split, pair in stream:
+            if split == "train":
+                if cap is not None and trained >= cap:
+                    continue
+                trained += 1
+            if split in splits:
+                yield split, pair
+
+    def encode_chunk(self, pairs: list[Pair]) -> tuple[list[list[int]], list[list[int]], int]:
+        """The shared chunk encoding, counting the documents ``max_source_len`` cuts."""
+        cut = self.config.max_source_len - 1
+        ids = self.vocab.encode([p.source for p in pairs])
+        targets = [[BOS] + t + [EOS] for t in self.vocab.encode([p.target for p in pairs])]
+        return [d[:cut] + [EOS] for d in ids], targets, sum(len(d) > cut for d in ids)
+
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
         """Token ids + EOS, documents cut to ``max_source_len`` tokens."""
         cut = self.config.max_source_len - 1
@@ -105,17 +139,20 @@ class SummarizationTask(Seq2SeqTask):
         fresh = split not in self._encoded
         examples = super()._examples(split)
         if fresh and distributed.is_main() and (long := self.truncated(split)):
+            total = self.store.info(split)["pairs"] if self._uses_store else len(self.pairs()[split])
             print(
-                f"summarization: {long:,} of {len(self.pairs()[split]):,} {split} documents are longer than "
+                f"summarization: {long:,} of {total:,} {split} documents are longer than "
                 f"max_source_len={self.config.max_source_len} tokens and were truncated", file=sys.stderr, flush=True,
             )
         return examples
 
     def truncated(self, split: str, count: int | None = None) -> int:
         """How many of the first ``count`` (default: all) documents of ``split`` are cut to ``max_source_len``."""
+        if count is None and self._uses_store:
+            return self.store.info(split)["truncated"]
         if split not in self._cut:
             cut = self.config.max_source_len - 1
-            self._cut[split] = [len(ids) > cut for ids in self.vocab.encode([p.source for p in self.pairs()[split]])]
+            self._cut[split] = [len(ids) > cut for ids in self.vocab.encode([p.source for p in self.split_pairs(split)])]
         return sum(self._cut[split][:count])
 
     # -- metrics ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Models, batches, noise and beam search are the encoder-decoder tasks' shared one
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ class TranslationTask(Seq2SeqTask):
     evaluation_schema = TranslationEvaluation
     generation_schema = TranslationGeneration
     headline_metrics: ClassVar[dict[str, str]] = {"bleu": "BLEU", "chrf": "chrF"}
+    token_store: ClassVar[bool] = True
 
     config: TranslationConfig
 
@@ -43,10 +45,36 @@ class TranslationTask(Seq2SeqTask):
         return [self.resolve(f"{n}.{lang}") for n in names if n for lang in (cfg.source_lang, cfg.target_lang)]
 
     def _read(self, name: str) -> list[Pair]:
+        return list(self._stream(name))
+
+    def _stream(self, name: str) -> Iterator[Pair]:
         data, cfg = self.config.data, self.config
         if data.format == "tsv":
-            return list(read_tsv(self.resolve(name), data.source_column, data.target_column))
-        return list(read_parallel(self.resolve(f"{name}.{cfg.source_lang}"), self.resolve(f"{name}.{cfg.target_lang}")))
+            return read_tsv(self.resolve(name), data.source_column, data.target_column)
+        return read_parallel(self.resolve(f"{name}.{cfg.source_lang}"), self.resolve(f"{name}.{cfg.target_lang}"))
+
+    def iter_pairs(self, splits: Sequence[str] = SPLITS) -> Iterator[tuple[str, Pair]]:
+        """``read_splits`` as a stream: the pairs of ``splits`` in file order, one line at a time."""
+        data = self.config.data
+        cap = data.max_train_pairs
+        if not data.corpus:
+            for split in splits:
+                for n, pair in enumerate(self._stream(getattr(data, split))):
+                    if split == "train" and cap is not None and n >= cap:
+                        break
+                    yield split, pair
+            return
+        trained = 0
+        for pair in self._stream(data.corpus):
+            split = split_of(pair.source, data.valid_fraction, data.test_fraction)
+            if split == "train":
+                if cap is not None and trained >= cap:
+                    if tuple(splits) == ("train",):
+                        return
+                    continue
+                trained += 1
+            if split in splits:
+                yield split, pair
 
     def read_splits(self) -> dict[str, list[Pair]]:
         """One corpus split by a hash of each source, or three files; training pairs capped by ``max_train_pairs``."""
