@@ -64,12 +64,15 @@ def write_between_markers(path: Path, mark: str, text: str) -> None:
     atomic_write_text(path, f"{before}{start}\n{text}\n{end}{after}")
 
 
-def publish(results_path: Path, render: Callable[[dict[str, Any]], str], mark: str, measured: dict[str, Any] | None = None) -> None:
+def publish(
+    results_path: Path, render: Callable[[dict[str, Any]], str], mark: str, measured: dict[str, Any] | None = None,
+    pages: tuple[Path, ...] = PAGES,
+) -> None:
     """Write ``measured`` (if given) to the results file, then render the file's table between the
-    ``mark`` markers of every page: the published tables always come from the results files."""
+    ``mark`` markers of each page: the published tables always come from the results files."""
     if measured is not None:
         atomic_write_text(results_path, json.dumps(measured, indent=1) + "\n")
     table = render(json.loads(results_path.read_text(encoding="utf-8")))
     print(table)
-    for page in PAGES:
+    for page in pages:
         write_between_markers(page, mark, table)

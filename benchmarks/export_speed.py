@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import QUICKSTART, REPO, Timer, alternating_speed, write_between_markers
+from benchmarks.common import QUICKSTART, REPO, Timer, alternating_speed, publish
 from seqkd.fileio import atomic_write_text
 
 RESULTS = REPO / "benchmarks" / "results" / "export_speed.json"
@@ -194,13 +194,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--render", action="store_true", help="only render the table from the results file")
     args = parser.parse_args()
-    if not args.render:
-        measured = measure(args.run, args.recipe, args.sentences, args.rounds, args.threads)
-        atomic_write_text(RESULTS, json.dumps(measured, indent=1) + "\n")
-    table = render(json.loads(RESULTS.read_text(encoding="utf-8")))
-    print(table)
-    for page in PAGES:
-        write_between_markers(page, MARK, table)
+    measured = None if args.render else measure(args.run, args.recipe, args.sentences, args.rounds, args.threads)
+    publish(RESULTS, render, MARK, measured, PAGES)
 
 
 if __name__ == "__main__":
