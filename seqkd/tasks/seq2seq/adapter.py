@@ -200,20 +200,30 @@ class Seq2SeqTask(TaskAdapter):
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self._vocab_path.exists():
-            counted = {"train": 0}
+            counted, failed = {"train": 0}, []
 
             def sentences() -> Iterator[str]:
-                for _, pair in self.iter_pairs(("train",)):
-                    counted["train"] += 1
-                    yield pair.source
-                    yield pair.target
+                # sentencepiece would turn an error raised here (a bad line) into its own
+                # RuntimeError: keep it, end the stream, and raise it once training returns
+                try:
+                    for _, pair in self.iter_pairs(("train",)):
+                        counted["train"] += 1
+                        yield pair.source
+                        yield pair.target
+                except Exception as exc:
+                    failed.append(exc)
 
             try:
                 train_vocabulary(sentences(), self._vocab_path, self.config.vocab_size, self.config.vocab_model)
+                if failed:
+                    raise failed[0]
+                self._check_size("train", counted["train"])
             except Exception:
+                self._vocab_path.unlink(missing_ok=True)  # no vocabulary of data that was refused
+                if failed:
+                    raise failed[0] from None
                 self._check_size("train", counted["train"])
                 raise
-            self._check_size("train", counted["train"])
         self._vocab = load_vocabulary(self._vocab_path)
         parts = {"data": self._data_fingerprint(), "vocabulary": vocabulary_digest(self._vocab_path)}
         folder = store_dir(self.workdir, *parts.values())
