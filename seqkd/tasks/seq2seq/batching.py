@@ -265,4 +265,9 @@ class StoredEpochReader:
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "position" not in state:
+            raise DataError(
+                "this checkpoint's position in the training data was written by seqkd before the token store "
+                "(a fairseq2 pipeline state); finish the stage with that version, or train it again with --force"
+            )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
