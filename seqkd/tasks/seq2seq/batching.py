@@ -268,6 +268,6 @@ class StoredEpochReader:
         if "position" not in state:
             raise DataError(
                 "this checkpoint's position in the training data was written by seqkd before the token store "
-                "(a fairseq2 pipeline state); finish the stage with that version, or train it again with --force"
+                "(a fairseq2 pipeline state); finish the stage with that version, or train it again with --force-stage <stage>"
             )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
