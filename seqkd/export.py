@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from seqkd.errors import SeqkdError
+from seqkd.fileio import fsync_path
 
 FORMATS = {"ctranslate2": "ctranslate2"}  # --format -> the task capability it needs
 QUANTIZATIONS = ("float32", "int8_float32", "int8")
@@ -82,13 +83,7 @@ def trained_stage(target: Path, stage_name: str, overrides: list[str], capabilit
 
 def _fsync_tree(folder: Path) -> None:
     for path in [*folder.rglob("*"), folder]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fsync_path(path)
 
 
 def write_folder(target: Path, fill: Callable[[Path], None]) -> None:

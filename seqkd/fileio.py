@@ -66,10 +66,11 @@ def _disk_full(path: Path, existed: bool, exc: OSError) -> DiskFullError:
     )
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable; some filesystems cannot open a folder, which is harmless."""
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder (which makes a rename in it durable); some filesystems cannot open
+    a folder, which is harmless."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -104,7 +105,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
         if isinstance(exc, OSError) and exc.errno in _FULL:
             raise _disk_full(path, existed, exc) from exc
         raise
-    _fsync_folder(path.parent)
+    fsync_path(path.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from seqkd.cache import CHECKSUM, CacheError, manifest_checksum, make_key
-from seqkd.fileio import CorruptFileError, _fsync_folder, atomic_write_json, read_json
+from seqkd.fileio import CorruptFileError, fsync_path, atomic_write_json, read_json
 from seqkd.hashing import file_sha256
 
 FORMAT = "seqkd-tokens/1"
@@ -147,10 +147,10 @@ def build_store(
         "splits": {s: {**counts[s], "files": {n: files[n] for n in sorted(files) if n.startswith(f"{s}.")}} for s in splits},
     }
     atomic_write_json(work / MANIFEST, {**manifest, CHECKSUM: manifest_checksum(manifest)})
-    _fsync_folder(work)
+    fsync_path(work)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(work, folder)
-    _fsync_folder(folder.parent)
+    fsync_path(folder.parent)
 
 
 class TokenStore:
