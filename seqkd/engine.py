@@ -40,7 +40,7 @@ from seqkd.hashing import file_sha256
 from seqkd.method import Method, StageContext, Teacher
 from seqkd.recipe import Recipe, Stage, TeacherRef
 from seqkd.tasks.base import TaskAdapter
-from seqkd.trainer import Trainer, pick_device
+from seqkd.trainer import Trainer, autocast_dtype, pick_device
 
 PREDICT_CHUNK = 256  # inputs per prediction call; ranks take every W-th chunk, so results do not depend on W
 
@@ -310,6 +310,8 @@ class Engine:
         plan = distributed.on_main(lambda: self.plan_stage(stage))  # settled before anything is built
         if plan.action == "refuse":
             raise StageConflict(plan.reason)
+        if plan.action != "reuse":  # a precision the device cannot train in is refused before the folder is claimed
+            autocast_dtype(stage.training.precision, pick_device(stage.training.device))
         self._check_inputs(stage)
         reused = distributed.on_main(lambda: self._open_stage(stage, folder))
         if not reused:

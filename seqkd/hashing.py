@@ -33,15 +33,16 @@ def settings_json(config: BaseModel, path_fields: tuple[str, ...] = ("corpus", "
 
 class AddedFields(BaseModel):
     """A config whose ``added_fields`` (fields added after the schema was in use) are left out of
-    its dumps while unset, so the stage and data hashes built from those dumps, and with them the
-    runs recorded before the fields existed, stay valid."""
+    its dumps while at their default (``None`` for most; e.g. ``precision: fp32``), so the stage and
+    data hashes built from those dumps, and with them the runs recorded before the fields existed,
+    stay valid."""
 
     added_fields: ClassVar[tuple[str, ...]] = ()
 
     @model_serializer(mode="wrap")
-    def _omit_unset_added_fields(self, handler: Any) -> dict[str, Any]:
+    def _omit_default_added_fields(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
         for name in self.added_fields:
-            if data.get(name) is None:
-                data.pop(name, None)
+            if name in data and data[name] == type(self).model_fields[name].default:
+                data.pop(name)
         return data

@@ -9,6 +9,7 @@ never written into the student's model file) and other state (``state_dict``/``l
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +61,9 @@ class Teacher:
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            with torch.random.fork_rng():  # building it must not move the training's random stream
+            # building it must not move the training's random stream; read first inside
+            # ``teacher_pass()``, its weights must still not become inference tensors
+            with torch.random.fork_rng(), torch.inference_mode(False):
                 model, self._output_space = self._load()
             model.eval()  # a method may switch it to train mode (teacher dropout, MC dropout)
             model.requires_grad_(False)
@@ -72,6 +75,21 @@ class Teacher:
         """What the teacher's model file records of its output space (its tag or label set, ...)."""
         self.model
         return self._output_space
+
+
+def teacher_pass(*, saved_for_backward: bool = False) -> contextlib.AbstractContextManager:
+    """The context of every teacher forward pass: ``torch.inference_mode()``, no autograd record at
+    all (under the trainer's autocast, so at ``training.precision``).
+
+    Tensors made in it are *inference tensors*, which autograd refuses to save for backward. A new
+    tensor computed from one outside it is an ordinary tensor: ``logits[mask]``, ``.float()`` of a
+    bf16 tensor, ``log_softmax``, arithmetic, ``torch.stack``. So ``seqkd.losses`` and any loss that
+    first derives its targets from the teacher's outputs may take them. A method that feeds the
+    outputs themselves, or a view of them (``hidden[:, 0]``, ``.float()`` of a float32 tensor), into
+    an op that saves them for the student's backward (a product, a matmul with a student tensor)
+    passes ``saved_for_backward=True`` and gets ``torch.no_grad()`` instead.
+    """
+    return torch.no_grad() if saved_for_backward else torch.inference_mode()
 
 
 @dataclass

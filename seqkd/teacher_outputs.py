@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from seqkd import distributed
 from seqkd.cache import MANIFEST, Artifact, CacheError, build_artifact, make_key
-from seqkd.method import StageContext, Teacher
+from seqkd.method import StageContext, Teacher, teacher_pass
 from seqkd.tasks.base import NBest, TaskAdapter
 
 SHARD_SIZE = 4096  # examples per shard
@@ -99,7 +99,8 @@ def build_topk(
         rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         vocab = 0
         for batch in task.indexed_batches("train", start, stop, context.max_tokens):
-            out = task.forward(teacher.model, batch.to(context.device))
+            with teacher_pass():  # the batches are made outside: tasks may keep the tensors they read
+                out = task.forward(teacher.model, batch.to(context.device))
             vocab = out.logits.shape[-1]
             if k > vocab:
                 raise CacheError(f"top-k k={k} exceeds the vocabulary size {vocab}")

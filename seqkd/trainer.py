@@ -7,6 +7,7 @@ data-reader state with ``weights_only=False``), and the whole step fits on one s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -141,6 +142,25 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``training.precision`` on ``device`` (None for fp32: no autocast).
+
+    Refuses fp16 off CUDA: CPU autocast in fp16 is slow and untested here, and fp16's range needs
+    the CUDA loss scaler; bf16 has fp32's exponent range, needs no scaling and runs on CPU too.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        why = "" if torch.cuda.is_available() else " (no CUDA device is available)"
+        raise TrainingError(f"training.precision is fp16, which needs a CUDA device, but training runs on {device.type}{why}; use bf16 or fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrainingError("training.precision is bf16, which this CUDA device does not support; use fp16 or fp32")
+    return AUTOCAST_DTYPES[precision]
+
+
 class Trainer:
     def __init__(
         self,
@@ -163,6 +183,10 @@ class Trainer:
             raise TrainingError(f"method {method.name!r} left nothing to train (no parameter requires a gradient)")
         self.optimizer = build_optimizer(self.params, config)
         self.scheduler = build_scheduler(self.optimizer, config)
+        # Mixed precision: forward passes and losses under autocast, weights and optimizer state in
+        # fp32. fp16 gradients underflow without loss scaling; bf16 keeps fp32's range and needs none.
+        self.amp_dtype = autocast_dtype(config.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         self.reader = method.train_reader(config.max_tokens, config.seed)
         if distributed.world_size() > 1:
             self.reader = distributed.RankShard(self.reader)
@@ -196,6 +220,7 @@ class Trainer:
                 "method_state": self.method.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                **({"grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
                 "reader": self.reader.state_dict(),
                 **rank_rng[0],
                 **({"rank_rng": rank_rng} if len(rank_rng) > 1 else {}),
@@ -214,6 +239,8 @@ class Trainer:
         self.method.load_state_dict(state["method_state"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and "grad_scaler" in state:  # the loss scale (and its growth count) goes on
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.reader.load_state_dict(state["reader"])
         rank_rng = state.get("rank_rng", [])
         # With another number of processes than the checkpoint's, each rank continues rank 0's stream.
@@ -227,6 +254,12 @@ class Trainer:
         self.best_valid = state["best_valid"]
         self.bad_validations = state["bad_validations"]
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context of forward passes and losses: autocast at ``training.precision``."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
     # -- validation ---------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -236,7 +269,8 @@ class Trainer:
         self.method.modules.eval()
         total, count = 0.0, 0
         for batch in batches[distributed.rank() :: distributed.world_size()]:
-            loss, n = self.task.nll(self.method.student_forward(batch.to(self.device)), 0.0)
+            with self.autocast():
+                loss, n = self.task.nll(self.method.student_forward(batch.to(self.device)), 0.0)
             total, count = total + loss.item(), count + n
         self.student.train()
         self.method.modules.train()
@@ -272,19 +306,22 @@ class Trainer:
                 num_targets = int(distributed.sum_values([sum(b.num_target_elements for b in group)], self.device)[0])
                 self.optimizer.zero_grad(set_to_none=True)
                 for batch in group:
-                    out = self.method.loss(batch.to(self.device), self.step)
+                    with self.autocast():  # the method's teacher passes too
+                        out = self.method.loss(batch.to(self.device), self.step)
                     if not torch.isfinite(out.loss):
                         raise TrainingError(self._non_finite("loss", out.loss.item()))
-                    (out.loss / num_targets).backward()
+                    self.scaler.scale(out.loss / num_targets).backward()  # unscaled unless fp16
                     window["loss"] += out.loss.item()
                     for key, value in out.parts.items():
                         parts[key] = parts.get(key, 0.0) + value
                 window["targets"] += num_targets
                 distributed.all_reduce_gradients(self.params)
+                self.scaler.unscale_(self.optimizer)  # clipping sees the true gradients
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
-                if not torch.isfinite(grad_norm):
+                if not torch.isfinite(grad_norm) and not self._overflow_to_skip():
                     raise TrainingError(self._non_finite("gradient norm", grad_norm.item()))
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)  # fp16: skipped after an overflow
+                self.scaler.update()
                 self.scheduler.step()
                 self.step += 1
 
@@ -299,6 +336,7 @@ class Trainer:
                         "lr": self.scheduler.get_last_lr()[0],
                         "grad_norm": grad_norm.item(),
                         "tokens_per_s": window["targets"] / max(now - window["time"], 1e-9),
+                        **({"loss_scale": self.scaler.get_scale()} if self.scaler.is_enabled() else {}),
                     }
                     metrics.write("train", self.step, stats)
                     self.progress.update(self.step, start_step, now - start_time, stats)
@@ -326,6 +364,12 @@ class Trainer:
         metrics.write("valid", self.step, {"nll": loss, "best_nll": self.best_valid})
         self.progress.message(f"step {self.step}: valid nll {loss:.4f} (best {self.best_valid:.4f})")
         return self.cfg.patience is not None and self.bad_validations >= self.cfg.patience
+
+    def _overflow_to_skip(self) -> bool:
+        """fp16: non-finite gradients at a loss scale above 1 are an overflow of the scaling, not of
+        the training; the scaler skips the update and halves the scale. At a scale of 1 or less
+        they are the training's own, and stop it like in fp32."""
+        return self.scaler.is_enabled() and self.scaler.get_scale() > 1.0
 
     def _non_finite(self, what: str, value: float) -> str:
         kept = f"the last good checkpoint is kept at {self.last_path}" if self.last_path.exists() else "no checkpoint had been written yet"

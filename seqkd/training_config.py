@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from seqkd.hashing import AddedFields
 
 
-class TrainingConfig(BaseModel):
+class TrainingConfig(AddedFields):
     model_config = ConfigDict(extra="forbid")
+    added_fields = ("precision",)  # left out of stage hashes at fp32: runs from before it stay valid
 
     max_steps: int = Field(1000, ge=1, description="Optimizer updates to run.")
     max_tokens: int = Field(4096, ge=16, description="Target tokens per batch (length-bucketed).")
@@ -31,6 +34,13 @@ class TrainingConfig(BaseModel):
         None, ge=1, description="Stop after this many validations without improvement; null never stops early."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="Compute precision of the forward passes (student and teachers) and losses: bf16 and fp16 run them "
+        "under autocast, with weights and optimizer state kept in fp32 (losses over probabilities are computed in "
+        "fp32). fp16 needs CUDA and scales the loss (GradScaler, checkpointed); bf16 also runs on CPU. Validation "
+        "runs in this precision too; evaluation and prediction in fp32.",
+    )
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> "TrainingConfig":
@@ -39,3 +49,11 @@ class TrainingConfig(BaseModel):
         if self.schedule in ("linear", "cosine") and self.warmup_steps >= self.max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps}) for a decaying schedule")
         return self
+
+    @field_validator("precision")
+    @classmethod
+    def _precision_fits_device(cls, precision: str, info: ValidationInfo) -> str:
+        # device: auto is checked when the stage starts (seqkd.trainer.autocast_dtype), on the machine that trains
+        if precision == "fp16" and info.data.get("device") == "cpu":
+            raise ValueError("fp16 needs a CUDA device and training.device is cpu; use bf16 (or fp32) on CPU")
+        return precision

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.errors import SeqkdError
 from seqkd.hookspecs import hookimpl
 from seqkd.losses import hidden_cosine, token_kl
-from seqkd.method import LossOutput, Method, StageContext
+from seqkd.method import LossOutput, Method, StageContext, teacher_pass
 from seqkd_plugins.layer_kd import probe
 
 
@@ -53,7 +52,7 @@ class DistilBERT(Method):
     def loss(self, batch: Any, step: int) -> LossOutput:
         o = self.options
         student = self.task.layer_states(self.student, batch)
-        with torch.no_grad():
+        with teacher_pass():
             teacher = self.task.layer_states(self.teacher, batch)
         task, n = self.task.nll(student.output, self.label_smoothing)
         kd = token_kl(student.output, teacher.output.logits, o.temperature)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.hookspecs import hookimpl
 from seqkd.losses import hidden_mse, token_kl
-from seqkd.method import LossOutput, Method, StageContext
+from seqkd.method import LossOutput, Method, StageContext, teacher_pass
 from seqkd_plugins.layer_kd import check_layers, probe
 
 
@@ -63,7 +63,7 @@ class HiddenMSE(Method):
     def loss(self, batch: Any, step: int) -> LossOutput:
         o = self.options
         student = self.task.layer_states(self.student, batch)
-        with torch.no_grad():
+        with teacher_pass():
             teacher = self.task.layer_states(self.teacher, batch)
         ce, n = self.task.nll(student.output, self.label_smoothing)
         kd = token_kl(student.output, teacher.output.logits, o.temperature)

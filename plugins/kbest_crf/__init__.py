@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.cache import Artifact, CacheError, build_artifact
 from seqkd.hookspecs import hookimpl
-from seqkd.method import LossOutput, Method, StageContext, Teacher
+from seqkd.method import LossOutput, Method, StageContext, Teacher, teacher_pass
 from seqkd.tasks.base import CRFOutput, TaskAdapter
 from seqkd.teacher_outputs import SHARD_SIZE, open_or_build, cache_parts
 
@@ -97,7 +97,8 @@ def build_kbest(task: TaskAdapter, teacher: Teacher, context: StageContext, k: i
     def make_shard(start: int, stop: int) -> dict[str, np.ndarray]:
         rows: dict[int, tuple[list[tuple[list[int], float]], torch.Tensor]] = {}
         for batch in task.indexed_batches("train", start, stop, context.max_tokens):
-            out = task.forward(teacher.model, batch.to(context.device))
+            with teacher_pass():
+                out = task.forward(teacher.model, batch.to(context.device))
             paths = out.crf.kbest(out.logits.float(), out.mask, k)
             marginals = out.crf.log_marginals(out.logits.float(), out.mask, temperature).cpu()
             for j, item in enumerate(batch.indices.tolist()):
@@ -162,7 +163,7 @@ class KBestCRF(Method):
         if self.cache is not None:
             kbest, log_marginals = read_kbest(self.cache, batch.indices.tolist(), length)
             return kbest, log_marginals.to(device)
-        with torch.no_grad():
+        with teacher_pass():  # the loss reads the marginals through new tensors (``[mask]``)
             teacher = self.task.forward(self.teacher, batch)
             kbest = teacher.crf.kbest(teacher.logits.float(), teacher.mask, o.k) if o.alpha > 0 else []
             log_marginals = teacher.crf.log_marginals(teacher.logits.float(), teacher.mask, o.temperature)

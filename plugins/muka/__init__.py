@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from seqkd.cache import build_artifact
 from seqkd.errors import SeqkdError
 from seqkd.hookspecs import hookimpl
-from seqkd.method import LossOutput, Method, StageContext
+from seqkd.method import LossOutput, Method, StageContext, teacher_pass
 from seqkd.teacher_outputs import SHARD_SIZE, cache_parts, open_or_build, progress_log
 
 
@@ -116,7 +116,6 @@ class Muka(Method):
         if self.options.teacher_source == "cache":
             self.cached = self._build_cache(context)
 
-    @torch.no_grad()
     def mc_probs(self, batch: Any) -> torch.Tensor:
         """``(B, T, C)``: each teacher's distribution averaged over ``mc_passes`` dropout passes, padded."""
         means = []
@@ -124,9 +123,10 @@ class Muka(Method):
             model = teacher.model
             was_training = model.training
             model.train()
-            passes = [torch.softmax(self.task.forward(model, batch).logits[:, 0].float(), -1) for _ in range(self.options.mc_passes)]
+            with teacher_pass():
+                passes = [torch.softmax(self.task.forward(model, batch).logits[:, 0].float(), -1) for _ in range(self.options.mc_passes)]
             model.train(was_training)
-            means.append(torch.stack(passes).mean(0))
+            means.append(torch.stack(passes).mean(0))  # out of inference mode: an ordinary tensor, which the loss may save
         return padded(means, self.slices, self.num_labels)
 
     def _build_cache(self, context: StageContext) -> Any:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from seqkd import distributed
 from seqkd.hookspecs import hookimpl
 from seqkd.losses import token_kl
-from seqkd.method import LossOutput, StageContext
+from seqkd.method import LossOutput, StageContext, teacher_pass
 from seqkd.tasks.base import TaskAdapter
 from seqkd_plugins.self_kd import SelfKD
 
@@ -89,7 +89,7 @@ class NoisySelfKD(SelfKD):
         student_batch, teacher_batch = self._copy(batch, "student"), self._copy(batch, "teacher")
         output = self.task.forward(self.student, student_batch)
         nll, n = self.task.nll(output, self.label_smoothing)
-        with torch.no_grad():
+        with teacher_pass():  # token_kl derives new tensors from the logits before anything is saved
             teacher_logits = self.task.forward(self.teacher, teacher_batch).logits
         kd = token_kl(output, teacher_logits, o.temperature)
         total = (1.0 - o.alpha) * nll + o.alpha * kd

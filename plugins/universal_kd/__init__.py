@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.hookspecs import hookimpl
 from seqkd.losses import token_kl
-from seqkd.method import LossOutput, Method, StageContext
+from seqkd.method import LossOutput, Method, StageContext, teacher_pass
 from seqkd.tasks.base import LayerStates
 from seqkd_plugins.layer_kd import check_layers, per_sequence, probe
 
@@ -96,7 +96,9 @@ class UniversalKD(Method):
     def loss(self, batch: Any, step: int) -> LossOutput:
         o = self.options
         student = self.task.layer_states(self.student, batch)
-        with torch.no_grad():
+        # no_grad, not inference mode: the teacher's states train its pseudo-classifiers, whose
+        # outputs its mask selects (``z_t[gold]``), and autograd saves that mask for backward
+        with teacher_pass(saved_for_backward=True):
             teacher = self.task.layer_states(self.teacher, batch)
         ce, n = self.task.nll(student.output, self.label_smoothing)
         kd = token_kl(student.output, teacher.output.logits, o.temperature)

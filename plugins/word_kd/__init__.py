@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from seqkd.hookspecs import hookimpl
 from seqkd.losses import token_kl, topk_kl
-from seqkd.method import LossOutput, Method, StageContext
+from seqkd.method import LossOutput, Method, StageContext, teacher_pass
 from seqkd.tasks.base import TokenLogits
 from seqkd.teacher_outputs import TopK, build_topk
 
@@ -54,7 +53,7 @@ class WordKD(Method):
             values, indices = self.topk.batch(batch.indices.tolist(), output.logits.shape[1], output.logits.shape[-1])
             kd = topk_kl(output, values.to(output.logits.device), indices.to(output.logits.device), self.options.temperature)
         else:
-            with torch.no_grad():
+            with teacher_pass():  # token_kl derives new tensors from the logits before anything is saved
                 teacher_logits = self.task.forward(self.teacher, batch).logits
             kd = token_kl(output, teacher_logits, self.options.temperature)
         total = (1.0 - self.options.alpha) * nll + self.options.alpha * kd
