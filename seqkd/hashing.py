@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, model_serializer
+
+from seqkd.errors import DataError
 
 
 def file_sha256(path: Path) -> str:
@@ -18,6 +20,16 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def data_file_digests(paths: Iterable[Path]) -> list[str]:
+    """sha256 of each data file; a missing one is a data error naming it."""
+    digests = []
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        digests.append(file_sha256(path))
+    return digests
 
 
 def settings_json(config: BaseModel, path_fields: tuple[str, ...] = ("corpus", "train", "valid", "test")) -> str:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from seqkd.errors import DataError
-from seqkd.hashing import file_sha256, settings_json
+from seqkd.hashing import data_file_digests, settings_json
 from seqkd.tasks.base import HiddenStates, LayerStates, TargetSet, TaskAdapter, TokenLogits
 from seqkd.tasks.batching import EpochReader, Example, budget_groups
 from seqkd.tasks.classification.model import init_from_layers, lengths_mask
@@ -171,12 +171,7 @@ class MaskedLMTask(TaskAdapter):
         return self._texts
 
     def _file_digests(self) -> list[str]:
-        digests = []
-        for path in self.data_files():
-            if not path.exists():
-                raise DataError(f"{path}: no such file")
-            digests.append(file_sha256(path))
-        return digests
+        return data_file_digests(self.data_files())
 
     def compute_fingerprint(self) -> str:
         h = hashlib.sha256(settings_json(self.config).encode())

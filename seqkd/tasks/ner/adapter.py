@@ -15,7 +15,7 @@ import torch
 
 from seqkd.errors import DataError
 from seqkd.fileio import atomic_write_text, read_json
-from seqkd.hashing import file_sha256, settings_json
+from seqkd.hashing import data_file_digests, settings_json
 from seqkd.tasks.base import CRFOutput, TargetSet, TaskAdapter, with_target_sets
 from seqkd.tasks.batching import EpochReader
 from seqkd.tasks.ner.batching import Example, NERBatch, budget_batches, collate
@@ -105,13 +105,7 @@ class NERTask(TaskAdapter):
         if data.builtin:
             return [hashlib.sha256(builtin_text(data.builtin)[0].encode()).hexdigest()]
         names = [data.corpus] if data.corpus else [data.train, data.valid, data.test]
-        digests = []
-        for name in names:
-            path = self._path(name)
-            if not path.exists():
-                raise DataError(f"{path}: no such file")
-            digests.append(file_sha256(path))
-        return digests
+        return data_file_digests(self._path(name) for name in names)
 
     def compute_fingerprint(self) -> str:
         h = hashlib.sha256(settings_json(self.config).encode())
