@@ -6,8 +6,8 @@ for CPU tensors, NCCL for CUDA tensors). Without ``WORLD_SIZE`` (or with 1) ther
 group and every helper here is a no-op, so a single-process run does exactly what it did before.
 
 The engine does not stand on fairseq2's trainer (docs/architecture.md says why), so there is no
-fairseq2 gang to hand to it: seqkd calls ``torch.distributed`` directly. Gradients are summed with
-one bucketed ``all_reduce`` per optimizer update, after the whole gradient-accumulation group,
+fairseq2 gang to hand to it: seqkd calls ``torch.distributed`` directly. Gradients are summed in
+buckets by :class:`GradientReducer` while the last backward pass of each update is still running,
 rather than through ``DistributedDataParallel``, whose hooks need every forward pass to go through
 its wrapper; methods reach into a student's submodules (hidden states, the CRF) and would bypass it.
 
@@ -34,7 +34,8 @@ T = TypeVar("T")
 # model while the others wait, so this is generous; a rank that *fails* does not count on it: torchrun
 # stops the others as soon as one process exits with an error.
 TIMEOUT = timedelta(minutes=60)
-BUCKET_ELEMENTS = 2**24  # gradients are summed in flat buckets of at most this many elements (64 MiB fp32)
+BUCKET_ELEMENTS = 2**22  # gradients are summed in flat buckets of at most this many elements (16 MiB fp32)
+SYNC_ENV, SYNC_CHOICES = "SEQKD_GRADIENT_SYNC", ("overlap", "after_backward")
 
 
 class RankFailed(SeqkdError):
@@ -133,40 +134,112 @@ def sum_values(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
-def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Sum every parameter's gradient over all ranks, in place.
+class GradientReducer:
+    """Sums the gradients of ``params`` over all ranks, overlapping the sums with the backward pass.
 
-    A parameter no rank computed a gradient for keeps ``None`` (so the optimizer skips it, as it
-    would in one process); one that only some ranks reached counts as zero on the others.
+    The parameters are split into buckets of at most BUCKET_ELEMENTS elements, in reverse order (the
+    order in which backward reaches them, roughly). During the last backward pass of an update
+    (:meth:`arm`), a hook on each parameter marks its gradient final; a bucket whose gradients are
+    all final starts an asynchronous ``all_reduce`` while backward goes on with the layers below.
+    Buckets start strictly in order, so every rank issues the same collectives in the same order even
+    when a rank did not reach some parameter (that bucket then waits for the end of backward).
+    :meth:`finish` starts what is left, waits, and writes the sums back.
+
+    Parameters that no rank reached in the last update (a head the method does not use) would hold
+    their bucket, and every bucket after it, until backward ends: they are left out of the buckets
+    from the next update on and summed at the end, in one more ``all_reduce``, on the updates where
+    some rank does reach them. Every rank agrees on that set: it is the all-reduced "has a gradient"
+    flags. A parameter no rank computed a gradient for keeps ``None`` (so the optimizer skips it, as
+    it would in one process); one that only some ranks reached counts as zero on the others.
+
+    The sums equal those of summing after backward; ``SEQKD_GRADIENT_SYNC=after_backward`` starts no
+    bucket before backward ends (for measuring what the overlap gains).
     """
-    if world_size() == 1 or not params:
-        return
-    device = params[0].device
-    present = torch.tensor([float(p.grad is not None) for p in params], device=device)
-    dist.all_reduce(present)
-    live = [p for p, n in zip(params, present.tolist()) if n > 0]
-    for p in live:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    for bucket in _buckets([p.grad for p in live]):
-        flat = torch.cat([g.reshape(-1) for g in bucket])
-        dist.all_reduce(flat)
-        offset = 0
-        for g in bucket:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        sync = os.environ.get(SYNC_ENV, SYNC_CHOICES[0])
+        if sync not in SYNC_CHOICES:
+            raise SeqkdError(f"{SYNC_ENV}={sync!r}: use one of {', '.join(SYNC_CHOICES)}")
+        self.params = params
+        self.active = world_size() > 1 and bool(params)
+        self.overlap = sync == "overlap"
+        self.idle: list[torch.nn.Parameter] = []  # not bucketed: no rank reached them in the last update
+        self._bucket(params)
+        self.armed = False
+        self.waiting: list[int] = []  # per bucket: parameters whose gradient is not final yet
+        self.started: list[tuple[list[torch.nn.Parameter], torch.Tensor, Any]] = []
+        self.hooks = [p.register_post_accumulate_grad_hook(self._final) for p in params] if self.active and self.overlap else []
+
+    def _bucket(self, params: list[torch.nn.Parameter]) -> None:
+        self.buckets = list(_buckets(list(reversed(params))))
+        self.bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
+
+    def arm(self) -> None:
+        """Call before the update's last backward pass: its gradients are the final ones."""
+        if self.active:
+            self.armed, self.started = True, []
+            self.waiting = [len(bucket) for bucket in self.buckets]
+
+    def _final(self, param: torch.Tensor) -> None:
+        bucket = self.bucket_of.get(id(param))
+        if not self.armed or bucket is None:
+            return
+        self.waiting[bucket] -= 1
+        while len(self.started) < len(self.buckets) and self.waiting[len(self.started)] == 0:
+            self._start(self.buckets[len(self.started)])
+
+    def _start(self, bucket: list[torch.nn.Parameter]) -> None:
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in bucket])
+        self.started.append((bucket, flat, dist.all_reduce(flat, async_op=True)))
+
+    def finish(self) -> None:
+        """Call after the last backward pass: every gradient is then the sum over all ranks."""
+        if not self.active:
+            return
+        self.armed = False
+        while len(self.started) < len(self.buckets):
+            self._start(self.buckets[len(self.started)])
+        present = torch.tensor([float(p.grad is not None) for p in self.params], device=self.params[0].device)
+        dist.all_reduce(present)
+        reached = [n > 0 for n in present.tolist()]
+        idle_ids = {id(p) for p in self.idle}
+        idle_reached = [p for p, r in zip(self.params, reached) if r and id(p) in idle_ids]
+        if idle_reached:
+            self._start(idle_reached)
+        for bucket, flat, work in self.started:
+            work.wait()
+            offset = 0
+            for p in bucket:
+                summed = flat[offset : offset + p.numel()].view_as(p)
+                if p.grad is None:
+                    p.grad = summed.clone()
+                else:
+                    p.grad.copy_(summed)
+                offset += p.numel()
+        self.started = []
+        idle = [p for p, r in zip(self.params, reached) if not r]
+        for p in idle:
+            p.grad = None
+        if {id(p) for p in idle} != idle_ids:
+            self.idle = idle
+            self._bucket([p for p in self.params if p.grad is not None])
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
 
 
-def _buckets(grads: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
-    """Consecutive gradients of one dtype, up to BUCKET_ELEMENTS elements per bucket."""
-    bucket: list[torch.Tensor] = []
+def _buckets(params: list[torch.nn.Parameter]) -> Iterator[list[torch.nn.Parameter]]:
+    """Consecutive parameters of one dtype, up to BUCKET_ELEMENTS elements per bucket."""
+    bucket: list[torch.nn.Parameter] = []
     size = 0
-    for g in grads:
-        if bucket and (size + g.numel() > BUCKET_ELEMENTS or g.dtype != bucket[0].dtype):
+    for p in params:
+        if bucket and (size + p.numel() > BUCKET_ELEMENTS or p.dtype != bucket[0].dtype):
             yield bucket
             bucket, size = [], 0
-        bucket.append(g)
-        size += g.numel()
+        bucket.append(p)
+        size += p.numel()
     if bucket:
         yield bucket
 

@@ -294,6 +294,7 @@ class Trainer:
         metrics = MetricLog(self.stage_dir, self.step) if distributed.is_main() else NoMetricLog()
         valid_batches = self.task.valid_batches(cfg.max_tokens)
         batches = iter(self.reader)
+        self.reducer = distributed.GradientReducer(self.params)
         start_step, start_time = self.step, time.perf_counter()
         window = {"loss": 0.0, "targets": 0, "time": time.perf_counter()}
         parts: dict[str, float] = {}
@@ -305,17 +306,19 @@ class Trainer:
                 # then gives exactly the gradient of one process that read every rank's batches.
                 num_targets = int(distributed.sum_values([sum(b.num_target_elements for b in group)], self.device)[0])
                 self.optimizer.zero_grad(set_to_none=True)
-                for batch in group:
+                for i, batch in enumerate(group):
                     with self.autocast():  # the method's teacher passes too
                         out = self.method.loss(batch.to(self.device), self.step)
                     if not torch.isfinite(out.loss):
                         raise TrainingError(self._non_finite("loss", out.loss.item()))
+                    if i == len(group) - 1:
+                        self.reducer.arm()  # this backward pass finishes the gradients: sum them as they come
                     self.scaler.scale(out.loss / num_targets).backward()  # unscaled unless fp16
                     window["loss"] += out.loss.item()
                     for key, value in out.parts.items():
                         parts[key] = parts.get(key, 0.0) + value
                 window["targets"] += num_targets
-                distributed.all_reduce_gradients(self.params)
+                self.reducer.finish()
                 self.scaler.unscale_(self.optimizer)  # clipping sees the true gradients
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
                 if not torch.isfinite(grad_norm) and not self._overflow_to_skip():
@@ -348,6 +351,7 @@ class Trainer:
                     self._save_checkpoint()
         finally:
             metrics.close()
+            self.reducer.close()
         if stopped_early:
             self.progress.message(f"early stop at step {self.step}: no improvement in {cfg.patience} validations")
         return TrainResult(self.step, self.best_valid, stopped_early)

@@ -214,3 +214,63 @@ def test_ranks_share_one_batch_stream_and_one_reader_state(monkeypatch):
         states.append(shard.state_dict())
     assert seen == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
     assert states == [{"next": 12}] * 3  # any rank's checkpoint of the reader resumes them all
+
+
+def _reduce_worker(rank: int, init_file: str, sync: str, results: dict) -> None:
+    """One of two gloo ranks: a net whose ``middle`` layer only rank 0 uses and whose ``unused`` layer
+    no rank uses; three updates of two micro-batches each; a bucket per layer."""
+    import torch.distributed as dist
+
+    from seqkd import distributed
+
+    os.environ[distributed.SYNC_ENV] = sync
+    distributed.BUCKET_ELEMENTS = 20  # a 4x4 weight and its bias
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict({name: torch.nn.Linear(4, 4) for name in ("first", "middle", "last", "unused")})
+    params = list(net.parameters())
+    reducer = distributed.GradientReducer(params)
+    torch.manual_seed(rank + 1)
+    grads, early = [], []
+    for _ in range(3):
+        for p in params:
+            p.grad = None
+        for micro in range(2):
+            h = net["first"](torch.randn(3, 4))
+            if rank == 0:
+                h = net["middle"](h)
+            if micro == 1:
+                reducer.arm()
+            net["last"](h).square().sum().backward()
+        early.append(len(reducer.started))  # buckets summing before backward returned
+        reducer.finish()
+        grads.append([None if p.grad is None else p.grad.clone() for p in params])
+    reducer.close()
+    results[rank] = (grads, early)
+    dist.destroy_process_group()
+
+
+def _reduced_gradients(tmp_path: Path, sync: str) -> dict:
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_reduce_worker, args=(str(tmp_path / f"init-{sync}"), sync, results), nprocs=2)
+    return dict(results)
+
+
+def test_gradient_sums_overlapped_with_backward_equal_sums_after_it(tmp_path):
+    overlapped, after = _reduced_gradients(tmp_path, "overlap"), _reduced_gradients(tmp_path, "after_backward")
+    names = [f"{layer}.{kind}" for layer in ("first", "middle", "last", "unused") for kind in ("weight", "bias")]
+    for update in range(3):
+        for name, a, b, c in zip(names, overlapped[0][0][update], overlapped[1][0][update], after[0][0][update]):
+            if name.startswith("unused"):
+                assert a is None and b is None and c is None, name  # no rank reached it: the optimizer skips it
+                continue
+            assert a is not None and torch.equal(a, b), name  # every rank holds the same sum
+            assert torch.equal(a, c), name  # the overlap changes when the sums run, not what they are
+        assert overlapped[1][0][update][names.index("middle.weight")].abs().sum() > 0  # rank 1 holds rank 0's
+    # First update: the unused layer's bucket comes first and holds every bucket back. Then it is out
+    # of the buckets; rank 0 sums all three layers during backward, rank 1 only the last layer (the
+    # middle one, which it never reaches, holds the rest back until backward ends).
+    assert overlapped[0][1] == [0, 3, 3] and overlapped[1][1] == [0, 1, 1]
+    assert after[0][1] == after[1][1] == [0, 0, 0]
