@@ -91,6 +91,32 @@ def test_float32_export_decodes_like_pytorch_token_for_token(run, capsys):
     assert [e for e, _ in pairs] == [g for _, g in pairs]
 
 
+def test_ctranslate2_engine_finds_the_teachers_hypotheses(run):
+    """``engine: ctranslate2`` (what a seq-KD teacher builds its n-best cache with) gives fairseq2's
+    best hypothesis and score for every source whose hypotheses stay under the length limit (at
+    the limit fairseq2 forces an EOS and counts it, CTranslate2 stops: docs/deployment.md)."""
+    from seqkd.engine import Engine, load_trained_model
+    from seqkd.recipe import load_recipe
+    from seqkd.tasks.seq2seq.export import max_decoding_length
+
+    engine = Engine(load_recipe(run))
+    task = engine.task()
+    model, _ = load_trained_model(task, engine.stage_dir("student") / "model.pt")
+    settings = {e: task.generation_schema(beam_size=3, engine=e) for e in ("pytorch", "ctranslate2", "ctranslate2_int8")}
+    assert "engine" not in settings["pytorch"].model_dump()  # caches and stages keyed before the option stay valid
+    n = 64
+    found = {e: task.generate(model, "train", 0, n, s, 3) for e, s in settings.items()}
+    sources = [task._examples("train")[i]["source"] for i in range(n)]
+    caps = [max_decoding_length(settings["pytorch"], len(s) - 1, task._positions) for s in sources]
+    free = [i for i in range(n) if all(len(h) < caps[i] for e in ("pytorch", "ctranslate2") for h, _ in found[e][i])]
+    assert len(free) >= 8, f"only {len(free)} of {n} sources decode under the length limit"
+    for i in free:
+        (pt_tokens, pt_score), (ct_tokens, ct_score) = found["pytorch"][i][0], found["ctranslate2"][i][0]
+        assert ct_tokens == pt_tokens and abs(ct_score - pt_score) < 1e-3, i
+    for hyps in found["ctranslate2_int8"]:  # rounded weights: valid hypotheses, not necessarily the same
+        assert len(hyps) == 3 and all(0 <= t < task.vocab_size for h, _ in hyps for t in h)
+
+
 def test_encoder_and_decoder_of_different_widths_and_heads_export(run, tmp_path):
     """CTranslate2 takes a half-width decoder with its own heads: the cross-attention's key and value
     projections map the encoder's width onto the decoder's in both engines."""

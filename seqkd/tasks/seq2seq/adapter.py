@@ -27,7 +27,7 @@ from seqkd.tasks.seq2seq.batching import (
 )
 from seqkd.tasks.seq2seq.corpus import Pair
 from seqkd.tasks.seq2seq.config import BeamSettings, Seq2SeqNoise, VocabularyConfig
-from seqkd.tasks.seq2seq.decode import beam_search
+from seqkd.tasks.seq2seq.decode import Decoded, beam_search
 from seqkd.tasks.seq2seq.model import TransformerConfig, build_transformer
 from seqkd.tasks.seq2seq.store import StoredSplit, TokenStore, build_store, store_dir
 from seqkd.tasks.seq2seq.vocab import BOS, EOS, PAD, load_vocabulary, train_vocabulary, vocabulary_digest
@@ -475,14 +475,22 @@ class Seq2SeqTask(TaskAdapter):
 
     def decode(self, model: torch.nn.Module, sources: list[str], settings: BeamSettings) -> list[str]:
         """Detokenized best hypotheses for ``sources`` (source texts)."""
-        decoded = beam_search(model, self.encode_sources(sources), self.vocab_size, settings, self._positions, max_source_len=self.max_source_len)
-        return self.vocab.decode(decoded.token_ids)
+        return self.vocab.decode(self._search(model, self.encode_sources(sources), settings).token_ids)
 
     def generate(
         self, model: torch.nn.Module, split: str, start: int, stop: int, settings: BeamSettings, nbest: int
     ) -> list[NBest]:
         sources = [example["source"] for example in self._examples(split)[start:stop]]
-        return beam_search(model, sources, self.vocab_size, settings, self._positions, nbest, self.max_source_len).nbest
+        return self._search(model, sources, settings, nbest).nbest
+
+    def _search(self, model: torch.nn.Module, sources: list[Any], settings: BeamSettings, nbest: int = 1) -> Decoded:
+        """Beam search on the engine the settings name (tasks whose settings have no ``engine``: fairseq2's)."""
+        if getattr(settings, "engine", "pytorch") != "pytorch":
+            from seqkd.tasks.seq2seq.ctranslate2_search import ctranslate2_search
+
+            pieces = [self.vocab.id_to_piece(i) for i in range(self.vocab_size)]
+            return ctranslate2_search(model, pieces, sources, settings, self._positions, nbest, self.max_source_len)
+        return beam_search(model, sources, self.vocab_size, settings, self._positions, nbest, self.max_source_len)
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.vocab.decode(tokens)

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from seqkd.hashing import AddedFields
+
 
 class BeamSettings(BaseModel):
     """Beam search settings: the evaluation's, and those of methods that decode with a teacher."""
@@ -23,6 +25,19 @@ class BeamSettings(BaseModel):
     max_len_b: int = Field(10, ge=1, description="See max_len_a.")
     no_repeat_ngram: int = Field(0, ge=0, description="Never repeat an n-gram of this many tokens (3: trigram blocking); 0 allows repeats.")
     batch_size: int = Field(64, ge=1, description="Sentences decoded together.")
+
+
+class EngineChoice(AddedFields):
+    """Which engine runs the beam search of a task whose models CTranslate2 can express."""
+
+    added_fields = ("engine",)  # left out of stage and cache keys at pytorch: runs from before it stay valid
+
+    engine: Literal["pytorch", "ctranslate2", "ctranslate2_int8"] = Field(
+        "pytorch",
+        description="Run the beam search with seqkd's fairseq2 generator, or on the model converted to CTranslate2 "
+        "(float32 weights: fairseq2's best hypotheses, bar those cut at the length limit, 2-3x as fast on a CPU; "
+        "int8: rounded weights, faster still). See docs/deployment.md.",
+    )
 
 
 class Seq2SeqNoise(BaseModel):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from seqkd.tasks.seq2seq.config import BeamSettings, EvaluationScope, VocabularyConfig
+from seqkd.tasks.seq2seq.config import BeamSettings, EngineChoice, EvaluationScope, VocabularyConfig
 
 
 class SummarizationData(BaseModel):
@@ -59,7 +59,7 @@ class SummarizationConfig(VocabularyConfig):
     max_target_len: int = Field(64, ge=4, description="Training pairs whose summary is longer (in tokens) are left out.")
 
 
-class SummarizationGeneration(BeamSettings):
+class SummarizationGeneration(BeamSettings, EngineChoice):
     """Beam search settings for summaries: an absolute length range and trigram blocking."""
 
     len_penalty: float = Field(1.0, description="Length penalty of the beam search.")

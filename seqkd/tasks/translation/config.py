@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from seqkd.tasks.seq2seq.config import BeamSettings, EvaluationScope, VocabularyConfig
+from seqkd.tasks.seq2seq.config import BeamSettings, EngineChoice, EvaluationScope, VocabularyConfig
 
 
 class TranslationData(BaseModel):
@@ -52,7 +52,7 @@ class TranslationConfig(VocabularyConfig):
     max_seq_len: int = Field(128, ge=8, description="Training pairs longer than this (in tokens) are dropped.")
 
 
-class TranslationGeneration(BeamSettings):
+class TranslationGeneration(BeamSettings, EngineChoice):
     """Beam search settings: the evaluation's, and those of methods that decode with a teacher."""
 
 
