@@ -191,6 +191,35 @@ def test_kbest_crf_losses_against_exhaustive_teacher_paths():
     assert marginal_kl(student, teacher, 1.0).item() > 0
 
 
+def test_token_kl_softens_both_marginals_and_scales_by_t_squared():
+    """At T the token term is T^2 * KL between both CRFs' marginals at T (scores divided by T),
+    checked against marginals brute-forced from every path."""
+    import itertools
+
+    from seqkd.tasks.base import CRFOutput
+    from seqkd.tasks.ner.crf import CRF
+    from seqkd_plugins.kbest_crf import marginal_kl
+
+    torch.manual_seed(1)
+    mask = torch.tensor([[True, True, True]])
+    teacher = CRFOutput(torch.randn(1, 3, 3) * 3, torch.zeros(1, 3, dtype=torch.long), mask, CRF(3))
+    student = CRFOutput(torch.randn(1, 3, 3), teacher.targets, mask, CRF(3))
+
+    def marginals(out: CRFOutput, temperature: float) -> torch.Tensor:
+        paths = [torch.tensor([list(p)]) for p in itertools.product(range(3), repeat=3)]
+        scores = torch.tensor([out.crf.path_score(out.logits, p, mask).item() for p in paths]) / temperature
+        probs = torch.softmax(scores, 0)
+        result = torch.zeros(3, 3)
+        for p, w in zip(paths, probs):
+            result[torch.arange(3), p[0]] += w
+        return result
+
+    for temperature in (1.0, 2.0, 4.0):
+        p, q = marginals(teacher, temperature), marginals(student, temperature)
+        expected = temperature**2 * (p * (p.log() - q.log())).sum().item()
+        assert marginal_kl(student, teacher, temperature).item() == pytest.approx(expected, rel=1e-4)
+
+
 def test_bioes_training_tags_and_resumable_reader(tmp_path):
     """The tweets' BIO tags are converted to the models' scheme; the training reader resumes where it stopped."""
     from seqkd.tasks.ner.adapter import NERTask

@@ -6,8 +6,9 @@ L = L_gold + alpha * L_seq + beta * L_tok, summed over the batch's sentences, wh
 - L_seq = -sum_i pi_i log p_S(y(i) | x) over the teacher's exact k-best Viterbi paths y(1..k), with
   pi the teacher's path probabilities at temperature T renormalised over those k paths (a
   k-path approximation of the teacher's whole sequence distribution),
-- L_tok = sum_t KL(p_T(y_t | x) || p_S(y_t | x)) between the teacher's forward-backward marginals
-  (at temperature T) and the student's.
+- L_tok = T^2 * sum_t KL(p_T(y_t | x; T) || p_S(y_t | x; T)) between the teacher's and the student's
+  forward-backward marginals, both at temperature T (the CRF's scores divided by T). As in Hinton
+  et al.'s KD, T^2 keeps the term's gradients at the scale of T = 1 when T changes.
 
 The teacher either runs at every step (``teacher_source: online``) or once, before training, into a
 ``kbest`` cache of its k-best paths, their scores and its marginals for every training sentence
@@ -40,7 +41,9 @@ class KBestCRFOptions(BaseModel):
     k: int = Field(4, ge=1, description="Teacher paths per sentence (exact k-best Viterbi).")
     alpha: float = Field(1.0, ge=0.0, description="Weight of the sequence-level term over the k-best paths.")
     beta: float = Field(1.0, ge=0.0, description="Weight of the token-level KL between CRF marginals.")
-    temperature: float = Field(1.0, gt=0.0, description="The teacher's CRF scores are divided by T for pi and its marginals.")
+    temperature: float = Field(
+        1.0, gt=0.0, description="CRF scores are divided by T: the teacher's for pi, both models' for the token-level marginals (that term is scaled by T^2)."
+    )
     use_gold: bool = Field(True, description="Add the student's CRF likelihood of the gold tags.")
     teacher_source: Literal["online", "cache"] = Field(
         "online", description="Run the teacher every step, or read its cached k-best paths and marginals."
@@ -73,15 +76,16 @@ def sequence_loss(student: CRFOutput, tags: torch.Tensor, weights: torch.Tensor)
 
 
 def marginal_kl(student: CRFOutput, teacher: CRFOutput, temperature: float) -> torch.Tensor:
-    """sum over real positions of KL(teacher marginals at T || student marginals)."""
-    return marginal_kl_from(student, teacher.crf.log_marginals(teacher.logits.float(), student.mask, temperature))
+    """T^2 * sum over real positions of KL(teacher marginals at T || student marginals at T)."""
+    return marginal_kl_from(student, teacher.crf.log_marginals(teacher.logits.float(), student.mask, temperature), temperature)
 
 
-def marginal_kl_from(student: CRFOutput, teacher_log_marginals: torch.Tensor) -> torch.Tensor:
+def marginal_kl_from(student: CRFOutput, teacher_log_marginals: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``marginal_kl`` with the teacher's log-marginals (at ``temperature``) given, e.g. cached."""
     mask = student.mask
-    log_q = student.crf.log_marginals(student.logits.float(), mask)[mask]
+    log_q = student.crf.log_marginals(student.logits.float(), mask, temperature)[mask]
     log_p = teacher_log_marginals[mask]
-    return (log_p.exp() * (log_p - log_q)).sum()
+    return temperature**2 * (log_p.exp() * (log_p - log_q)).sum()
 
 
 # -- the ``kbest`` cache ------------------------------------------------------------------------
@@ -184,7 +188,7 @@ class KBestCRF(Method):
             seq = sequence_loss(student, tags, weights)
             total, parts["seq"] = total + o.alpha * seq, seq.item()
         if o.beta > 0:
-            tok = marginal_kl_from(student, teacher_log_marginals)
+            tok = marginal_kl_from(student, teacher_log_marginals, o.temperature)
             total, parts["tok"] = total + o.beta * tok, tok.item()
         return LossOutput(total, n, parts)
 
