@@ -275,3 +275,23 @@ def test_transformer_tagger_ignores_padding():
     other[1, 3:] = torch.randint(1, 30, (3,))
     with torch.no_grad():
         assert torch.allclose(model(tokens, lengths)[1, :3], model(other, lengths)[1, :3], atol=1e-5)
+
+
+def test_entity_counts_of_the_ner_benchmark_give_seqevals_f1():
+    """benchmarks/ner_kd.py resamples sentences by their entity counts; summed, they must give
+    seqeval's strict micro F1 (so its bootstrap intervals are about the reported metric)."""
+    import random
+
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOB2
+
+    from benchmarks.ner_kd import entity_counts
+
+    rng = random.Random(0)
+    tags = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-PER"]
+    gold = [[rng.choice(tags) for _ in range(rng.randint(1, 12))] for _ in range(200)]
+    gold = [["O" if t.startswith("I-") and (i == 0 or s[i - 1][2:] != t[2:]) else t for i, t in enumerate(s)] for s in gold]
+    predicted = [[t if rng.random() < 0.7 else rng.choice(tags) for t in s] for s in gold]
+    tp, fp, fn = entity_counts(gold, predicted).sum(axis=0)
+    assert 100 * 2 * tp / (2 * tp + fp + fn) == pytest.approx(100 * f1_score(gold, predicted, mode="strict", scheme=IOB2), abs=1e-9)
+    assert tp > 0 and fp > 0 and fn > 0
