@@ -22,7 +22,7 @@ import datetime
 from pathlib import Path
 
 from benchmarks.common import REPO, publish
-from benchmarks.seeds import mean_std, paired_bleu_ci
+from benchmarks.seeds import interval, mean_std, paired_bleu_ci, signed
 from seqkd.engine import Engine, load_trained_model
 from seqkd.seeds import run_seeds
 
@@ -82,8 +82,8 @@ def render(results: dict) -> str:
     for name, stage in results["stages"].items():
         cell = {k: mean_std([s[k] for s in stage["seeds"]]) for k in ("bleu", "chrf", "oracle_bleu")}
         pair = results["paired"].get(name)
-        delta = ", ".join(f"{d:+.2f}" for d in pair["per_seed"]) if pair else "(baseline)"
-        ci = "[{:+.2f}, {:+.2f}]".format(*pair["bleu_ci95"]) if pair else ""
+        delta = signed(pair["per_seed"]) if pair else "(baseline)"
+        ci = interval(pair["bleu_ci95"]) if pair else ""
         lines.append(f"| {name} | `{stage['method']}` | {cell['bleu']} | {cell['chrf']} | {cell['oracle_bleu']} | {delta} | {ci} |")
     asr = results["asr"]
     lines += ["", (

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import REPO, Timer, alternating_speed, publish
-from benchmarks.seeds import bootstrap, mean_std
+from benchmarks.seeds import bootstrap, interval, mean_std, signed
 from seqkd.engine import Engine, load_trained_model
 from seqkd.seeds import run_seeds
 
@@ -128,8 +128,8 @@ def render(results: dict[str, Any]) -> str:
     teacher_speed = results["stages"]["teacher"]["sentences_per_second"]
     for name, stage in results["stages"].items():
         pair = results["paired"].get(name)
-        delta = ", ".join(f"{d:+.2f}" for d in pair["per_seed"]) if pair else ("(baseline)" if name != "teacher" else "")
-        ci = "[{:+.2f}, {:+.2f}]".format(*pair["accuracy_ci95"]) if pair else ""
+        delta = signed(pair["per_seed"]) if pair else ("(baseline)" if name != "teacher" else "")
+        ci = interval(pair["accuracy_ci95"]) if pair else ""
         speed = f"{stage['sentences_per_second']:.0f} ({stage['sentences_per_second'] / teacher_speed:.1f}×)"
         lines.append(
             f"| {name} | `{stage['method']}` | {stage['layers']} | {stage['parameters'] / 1e6:.1f} M | "

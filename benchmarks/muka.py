@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, publish
-from benchmarks.seeds import bootstrap, mean_std
+from benchmarks.seeds import bootstrap, interval, mean_std, signed
 from seqkd.engine import Engine
 from seqkd.seeds import run_seeds
 
@@ -77,8 +77,8 @@ def render(results: dict[str, Any]) -> str:
              "|---|---|---:|---|---|---|---|---|"]
     for name, stage in results["stages"].items():
         pair = results["paired"].get(name)
-        delta = ", ".join(f"{d:+.2f}" for d in pair["per_seed"]) if pair else ("(baseline)" if name == results["baseline"] else "")
-        ci = "[{:+.2f}, {:+.2f}]".format(*pair["accuracy_ci95"]) if pair else ""
+        delta = signed(pair["per_seed"]) if pair else ("(baseline)" if name == results["baseline"] else "")
+        ci = interval(pair["accuracy_ci95"]) if pair else ""
         method = stage["method"] + (f" ({stage['options']['combine']})" if stage["method"] == "muka" else "")
         source = "gold labels of its sections" if name.startswith("teacher") else ("gold labels" if stage["method"] == "supervised" else "the three teachers' outputs")
         lines.append(

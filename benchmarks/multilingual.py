@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, publish
-from benchmarks.seeds import bootstrap, mean_std
+from benchmarks.seeds import bootstrap, interval, mean_std, signed
 from seqkd.engine import Engine
 from seqkd.seeds import run_seeds
 
@@ -89,8 +89,8 @@ def render(results: dict[str, Any]) -> str:
     for name, stage in results["stages"].items():
         cells = [mean_std([s[key] for s in stage["seeds"]]) for key in ("en", *languages, "zero_shot")]
         pair = results["paired"].get(name)
-        delta = ", ".join(f"{d:+.2f}" for d in pair["per_seed"]) if pair else ("(baseline)" if name == results["baseline"] else "")
-        ci = "[{:+.2f}, {:+.2f}]".format(*pair["zero_shot_ci95"]) if pair else ""
+        delta = signed(pair["per_seed"]) if pair else ("(baseline)" if name == results["baseline"] else "")
+        ci = interval(pair["zero_shot_ci95"]) if pair else ""
         lines.append(f"| {name} | `{stage['method']}` | " + " | ".join(cells) + f" | {delta} | {ci} |")
     pre = "; ".join(
         f"{name}: masked-token accuracy {mean_std([s['accuracy'] for s in seeds])}" for name, seeds in results["pretraining"].items()

@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from benchmarks.common import REPO, publish
-from benchmarks.seeds import mean_std
+from benchmarks.seeds import interval, mean_std, signed
 from seqkd.engine import Engine, load_trained_model
 from seqkd.seeds import run_seeds
 
@@ -205,7 +205,7 @@ def render(results: dict[str, Any]) -> str:
         )
     lines += ["", "| comparison | Δ F1 per seed | Δ F1 95 % CI |", "|---|---|---|"]
     for name, pair in results["paired"].items():
-        lines.append(f"| {name} | {', '.join(f'{d:+.2f}' for d in pair['per_seed'])} | [{pair['f1_ci95'][0]:+.2f}, {pair['f1_ci95'][1]:+.2f}] |")
+        lines.append(f"| {name} | {signed(pair['per_seed'])} | {interval(pair['f1_ci95'])} |")
     gap_note = "meets" if t["gap_to_baseline_valid"] >= GAP_GOAL else "falls short of"
     lines += ["", (
         f"Entity F1 (seqeval, strict IOB2) on the {results['test_sentences']} test tweets ({results['test_entities']} entities), "

@@ -22,7 +22,7 @@ import datetime
 from pathlib import Path
 
 from benchmarks.common import QUICKSTART, REPO, publish
-from benchmarks.seeds import mean_std, paired_bleu_ci
+from benchmarks.seeds import interval, mean_std, paired_bleu_ci, signed
 from seqkd.engine import Engine
 from seqkd.seeds import run_seeds, summarise
 
@@ -59,8 +59,8 @@ def render(results: dict) -> str:
     for name, stage in results["stages"].items():
         cells = [mean_std([s[k] for s in stage["seeds"]]) for k in ("bleu", "chrf")]
         pair = results["paired"].get(name)
-        delta = ", ".join(f"{d['bleu']:+.2f}" for d in pair["per_seed"]) if pair else ("(baseline)" if name == BASELINE else "")
-        ci = "[{:+.2f}, {:+.2f}]".format(*pair["bleu_ci95"]) if pair else ""
+        delta = signed([d["bleu"] for d in pair["per_seed"]]) if pair else ("(baseline)" if name == BASELINE else "")
+        ci = interval(pair["bleu_ci95"]) if pair else ""
         lines.append(f"| {name} | `{stage['method']}` | {stage['parameters'] / 1e6:.2f} M | {len(stage['seeds'])} | {' | '.join(cells)} | {delta} | {ci} |")
     lines += ["", (
         f"{results['sentences']} {results['split']} verses, beam 4; the teacher is trained once, the students per seed "

@@ -16,6 +16,16 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def signed(values: list[float]) -> str:
+    """Per-seed differences as one cell: ``+0.72, -0.10, +1.26``."""
+    return ", ".join(f"{d:+.2f}" for d in values)
+
+
+def interval(bounds: list[float]) -> str:
+    """A confidence interval as one cell: ``[+0.59, +1.27]``."""
+    return "[{:+.2f}, {:+.2f}]".format(*bounds)
+
+
 def table(rows: list[list[str]]) -> str:
     """A plain left-aligned text table; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

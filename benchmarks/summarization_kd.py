@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import REPO, publish
-from benchmarks.seeds import bootstrap, mean_std
+from benchmarks.seeds import bootstrap, interval, mean_std, signed
 from seqkd.engine import Engine
 from seqkd.seeds import run_seeds
 from seqkd.tasks.summarization.adapter import ROUGE_TYPES, document_rouge
@@ -75,8 +75,8 @@ def render(results: dict) -> str:
     for name, stage in results["stages"].items():
         cells = [mean_std([s[k] for s in stage["seeds"]]) for k in NAMES]
         pair = results["paired"].get(name)
-        delta = ", ".join(f"{d:+.2f}" for d in pair["per_seed"]["rougeL"]) if pair else "(baseline)"
-        ci = "[{:+.2f}, {:+.2f}]".format(*pair["rougeL_ci95"]) if pair else ""
+        delta = signed(pair["per_seed"]["rougeL"]) if pair else "(baseline)"
+        ci = interval(pair["rougeL_ci95"]) if pair else ""
         lines.append(f"| {name} | `{stage['method']}` | {' | '.join(cells)} | {delta} | {ci} |")
     lines.append("")
     lines.append(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, publish
-from benchmarks.seeds import mean_std, paired_bleu_ci
+from benchmarks.seeds import interval, mean_std, paired_bleu_ci, signed
 from seqkd.engine import Engine
 from seqkd.seeds import run_seeds
 
@@ -89,7 +89,7 @@ def render(results: dict[str, Any]) -> str:
         )
     lines += ["", "| comparison | Δ BLEU per seed | Δ BLEU 95 % CI |", "|---|---|---|"]
     for name, pair in results["paired"].items():
-        lines.append(f"| {name} | {', '.join(f'{d:+.2f}' for d in pair['per_seed'])} | [{pair['bleu_ci95'][0]:+.2f}, {pair['bleu_ci95'][1]:+.2f}] |")
+        lines.append(f"| {name} | {signed(pair['per_seed'])} | {interval(pair['bleu_ci95'])} |")
     lines += ["", (
         f"BLEU / chrF on the first {results['sentences']} {results['split']} verses, beam 4; valid NLL: the best validation NLL "
         f"per target token on the reference translations. Seeds {', '.join(map(str, results['seeds']))}; the teacher is one run. "
