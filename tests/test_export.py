@@ -115,6 +115,18 @@ def test_ctranslate2_engine_finds_the_teachers_hypotheses(run):
         assert ct_tokens == pt_tokens and abs(ct_score - pt_score) < 1e-3, i
     for hyps in found["ctranslate2_int8"]:  # rounded weights: valid hypotheses, not necessarily the same
         assert len(hyps) == 3 and all(0 <= t < task.vocab_size for h, _ in hyps for t in h)
+    # weights changed in place, and another model object: each is converted anew, never a stale translator
+    import copy
+
+    other = copy.deepcopy(model)
+    for changed, factor in ((model, 1.2), (other, 0.8)):
+        with torch.no_grad():
+            changed.final_proj.weight.mul_(factor)
+        pt = task.generate(changed, "train", 0, n, settings["pytorch"], 1)
+        ct = task.generate(changed, "train", 0, n, settings["ctranslate2"], 1)
+        free = [i for i in range(n) if all(len(h) < caps[i] for r in (pt, ct) for h, _ in r[i])]
+        assert any(pt[i][0][0] != found["pytorch"][i][0][0] for i in range(n))  # the change shows in the outputs
+        assert free and all(pt[i][0][0] == ct[i][0][0] for i in free)
 
 
 def test_encoder_and_decoder_of_different_widths_and_heads_export(run, tmp_path):

@@ -14,6 +14,7 @@ checks them); int8 weights round the model and may change a few.
 from __future__ import annotations
 
 import tempfile
+import weakref
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from seqkd.tasks.seq2seq.vocab import EOS
 
 COMPUTE_TYPES = {"ctranslate2": "float32", "ctranslate2_int8": "int8"}
 
-_loaded: dict[str, Any] = {}  # the one translator in use: its key and the translator
+_loaded: dict[str, Any] = {}  # the one translator in use: its model (weakly), the weights' key and the translator
 
 
 def _translator(model: torch.nn.Module, pieces: list[str], compute_type: str) -> Any:
@@ -34,8 +35,9 @@ def _translator(model: torch.nn.Module, pieces: list[str], compute_type: str) ->
 
     params = list(model.parameters())
     device = params[0].device
-    key = repr((id(model), [p._version for p in params], compute_type, device.type))  # _version counts in-place updates
-    if _loaded.get("key") != key:
+    key = repr(([p._version for p in params], compute_type, device.type))  # _version counts in-place updates
+    loaded = _loaded.get("model")
+    if loaded is None or loaded() is not model or _loaded.get("key") != key:  # a weak reference: a new model never matches
         _loaded.clear()
         spec = ctranslate2_spec(model, pieces)
         spec.optimize(quantization="float32")
@@ -45,7 +47,7 @@ def _translator(model: torch.nn.Module, pieces: list[str], compute_type: str) ->
                 folder, device="cuda" if device.type == "cuda" else "cpu", compute_type=compute_type,
                 intra_threads=torch.get_num_threads(),
             )
-        _loaded.update(key=key, translator=translator)
+        _loaded.update(model=weakref.ref(model), key=key, translator=translator)
     return _loaded["translator"]
 
 
