@@ -4,28 +4,28 @@ Both decoders get the same batches of random emissions shaped like WNUT tagging 
 sentences of the given length, a ragged batch); the rounds alternate between them and the median
 is kept, so machine noise hits all alike.
 
-    .venv/bin/python -m benchmarks.crf_kbest [--tags 21] [--batch 64] [--length 30] [--rounds 5]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.crf_kbest [--tags 21] [--batch 64] [--length 30] [--rounds 7]
+    .venv/bin/python -m benchmarks.crf_kbest --render   # the table from the results file only
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import statistics
+from typing import Any
 
 import torch
 
-from benchmarks.common import Timer
+from benchmarks.common import REPO, Timer, publish
 from seqkd.tasks.ner.crf import CRF
 
+RESULTS = REPO / "benchmarks" / "results" / "crf_kbest.json"
+MARK = "crf_kbest"
+PAGES = (REPO / "docs" / "benchmarks.md",)
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tags", type=int, default=21)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--length", type=int, default=30)
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     crf = CRF(args.tags)
     batches = []
@@ -46,12 +46,39 @@ def main() -> None:
                     decoders[name](emissions, mask)
             times[name].append(timer.seconds)
 
-    base = statistics.median(times["viterbi"])
-    print(f"{args.tags} tags, {sentences} sentences of up to {args.length} tokens, torch threads {torch.get_num_threads()}")
-    print(f"{'decoder':<12} {'sent/s':>9} {'vs viterbi':>10}")
-    for name, values in times.items():
-        seconds = statistics.median(values)
-        print(f"{name:<12} {sentences / seconds:>9.0f} {base / seconds:>9.2f}x")
+    return {
+        "date": datetime.date.today().isoformat(), "threads": torch.get_num_threads(), "tags": args.tags,
+        "batch": args.batch, "batches": args.batches, "length": args.length, "rounds": args.rounds,
+        "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.crf_kbest --rounds {args.rounds}",
+        "sentences_per_s": {name: round(sentences / statistics.median(values), 1) for name, values in times.items()},
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    speeds = results["sentences_per_s"]
+    lines = ["| decoder | sentences/s | vs Viterbi |", "|---|---|---|"]
+    for name, speed in speeds.items():
+        label = "Viterbi (max-product, one back-pointer per tag)" if name == "viterbi" else name.replace("kbest k=", "k-best, k = ")
+        lines.append(f"| {label} | {speed:,.0f} | {speed / speeds['viterbi']:.2f}× |")
+    lines += ["", (
+        f"One CRF over {results['tags']} tags, {results['batches']} batches of {results['batch']} random emission sequences of "
+        f"{results['length'] // 3}–{results['length']} tokens; median of {results['rounds']} alternating rounds, "
+        f"{results['threads']} thread(s); {results['date']}. Command: `{results['command']}`; results file "
+        f"`{RESULTS.relative_to(REPO)}`."
+    )]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tags", type=int, default=21)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--length", type=int, default=30)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--render", action="store_true", help="only render the table from the results file")
+    args = parser.parse_args()
+    publish(RESULTS, render, MARK, None if args.render else measure(args), pages=PAGES)
 
 
 if __name__ == "__main__":

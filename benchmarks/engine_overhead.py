@@ -5,23 +5,30 @@ and seed), with the same optimizer, schedule, clipping and label smoothing, in o
 alternate to spread machine noise. The trainer's run includes everything it does for the user
 (progress line, metrics.jsonl, TensorBoard, validation and checkpoint at the end).
 
-    .venv/bin/python benchmarks/engine_overhead.py [--steps 150] [--rounds 3]
+    .venv/bin/python -m benchmarks.engine_overhead [--steps 300] [--rounds 4]
+    .venv/bin/python -m benchmarks.engine_overhead --render   # the table from the results file only
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from benchmarks.common import Timer, quickstart
-from seqkd.method import NoOptions
+from benchmarks.common import REPO, Timer, publish, quickstart
 from seqkd.trainer import Trainer, build_optimizer, build_scheduler
-from seqkd_plugins.supervised import Supervised
+from seqkd_plugins.supervised import Supervised, SupervisedOptions
+
+RESULTS = REPO / "benchmarks" / "results" / "engine_overhead.json"
+MARK = "engine_overhead"
+PAGES = (REPO / "docs" / "benchmarks.md",)
+GOAL = 0.97
 
 
 def hand_loop(task, model, cfg) -> int:
@@ -44,16 +51,12 @@ def hand_loop(task, model, cfg) -> int:
 
 
 def seqkd_loop(task, model, cfg, folder: Path) -> None:
-    method = Supervised(NoOptions(), task, model, [], cfg.label_smoothing)
+    method = Supervised(SupervisedOptions(), task, model, [], cfg.label_smoothing)
     Trainer(method=method, task=task, student=model, config=cfg, stage_dir=folder,
             device=torch.device("cpu"), label="bench").run()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         recipe, engine = quickstart(Path(tmp), f"training.max_steps={args.steps}", f"training.log_every={args.steps}")
         stage = next(s for s in recipe.stages if s.name == "baseline")
@@ -73,10 +76,33 @@ def main() -> None:
                         seqkd_loop(engine.task(), copy.deepcopy(init), cfg, Path(tmp) / f"run{r}")
                 (hand if which == "hand" else ours).append(t.seconds)
             print(f"round {r}: hand loop {hand[-1]:.1f} s, seqkd trainer {ours[-1]:.1f} s")
-    h, o = tokens / statistics.median(hand), tokens / statistics.median(ours)
-    print(f"\nstudent {stage.model_role} ({sum(p.numel() for p in init.parameters())/1e6:.2f}M params), "
-          f"{args.steps} steps x {args.rounds} rounds, {torch.get_num_threads()} threads")
-    print(f"median tokens/s: hand loop {h:.0f}, seqkd trainer {o:.0f}; ratio seqkd/hand = {o / h:.3f} (goal >= 0.97)")
+    return {
+        "date": datetime.date.today().isoformat(), "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds,
+        "student_parameters": sum(p.numel() for p in init.parameters()),
+        "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.engine_overhead --steps {args.steps} --rounds {args.rounds}",
+        "tokens_per_s": {"hand": [round(tokens / t) for t in hand], "seqkd": [round(tokens / t) for t in ours]},
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    hand, ours = (statistics.median(results["tokens_per_s"][k]) for k in ("hand", "seqkd"))
+    ratios = ", ".join(f"{o / h:.3f}" for o, h in zip(results["tokens_per_s"]["seqkd"], results["tokens_per_s"]["hand"]))
+    return "\n".join([
+        "| steps × rounds | hand loop tok/s | seqkd trainer tok/s | ratio (medians) | ratio per round |", "|---|---|---|---|---|",
+        f"| {results['steps']} × {results['rounds']} | {hand:,.0f} | {ours:,.0f} | {ours / hand:.3f} | {ratios} |",
+        "",
+        f"Quickstart student ({results['student_parameters'] / 1e6:.2f} M), `supervised`; {results['threads']} thread(s); "
+        f"{results['date']}. Goal: ratio ≥ {GOAL}. Command: `{results['command']}`; results file `{RESULTS.relative_to(REPO)}`.",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--render", action="store_true", help="only render the table from the results file")
+    args = parser.parse_args()
+    publish(RESULTS, render, MARK, None if args.render else measure(args), pages=PAGES)
 
 
 if __name__ == "__main__":

@@ -3,29 +3,32 @@
 Same student initialisation, same batches, same process; the teacher is the quickstart's 3-3
 teacher (its weights do not change the cost). Runs alternate to spread machine noise.
 
-    .venv/bin/python benchmarks/word_kd_cost.py [--steps 100] [--rounds 3]
+    .venv/bin/python -m benchmarks.word_kd_cost [--steps 100] [--rounds 3]
+    .venv/bin/python -m benchmarks.word_kd_cost --render   # the table from the results file only
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from benchmarks.common import Timer, quickstart
+from benchmarks.common import REPO, Timer, publish, quickstart
 from seqkd.method import Teacher
 from seqkd.trainer import Trainer
 
+RESULTS = REPO / "benchmarks" / "results" / "word_kd_cost.json"
+MARK = "word_kd_cost"
+PAGES = (REPO / "docs" / "benchmarks.md",)
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         recipe, engine = quickstart(Path(tmp), f"training.max_steps={args.steps}", f"training.log_every={args.steps}")
         stages = {s.name: s for s in recipe.stages}
@@ -47,10 +50,36 @@ def main() -> None:
                 seconds[stage.method.name].append(t.seconds / args.steps)
             print(f"round {r}: supervised {seconds['supervised'][-1]*1000:.0f} ms/step, "
                   f"word_kd {seconds['word_kd'][-1]*1000:.0f} ms/step")
-    s, k = statistics.median(seconds["supervised"]), statistics.median(seconds["word_kd"])
-    print(f"\nstudent {sum(p.numel() for p in init.parameters())/1e6:.2f}M params, "
-          f"teacher {sum(p.numel() for p in teacher.parameters())/1e6:.2f}M params, {args.steps} steps x {args.rounds} rounds")
-    print(f"median ms/step: supervised {s*1000:.0f}, word_kd {k*1000:.0f}; word_kd/supervised = {k / s:.2f}x")
+    return {
+        "date": datetime.date.today().isoformat(), "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds,
+        "student_parameters": sum(p.numel() for p in init.parameters()), "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
+        "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.word_kd_cost --steps {args.steps} --rounds {args.rounds}",
+        "ms_per_step": {name: [round(1000 * v, 1) for v in values] for name, values in seconds.items()},
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    ms = {name: statistics.median(values) for name, values in results["ms_per_step"].items()}
+    return "\n".join([
+        "| method | median ms/step |", "|---|---|",
+        f"| supervised | {ms['supervised']:.0f} |",
+        f"| word_kd (online teacher) | {ms['word_kd']:.0f} |",
+        f"| **word_kd / supervised** | **{ms['word_kd'] / ms['supervised']:.2f}×** |",
+        "",
+        f"Quickstart student ({results['student_parameters'] / 1e6:.2f} M) with the quickstart teacher "
+        f"({results['teacher_parameters'] / 1e6:.2f} M); {results['steps']} steps × {results['rounds']} alternating rounds, "
+        f"{results['threads']} thread(s); {results['date']}. Command: `{results['command']}`; results file "
+        f"`{RESULTS.relative_to(REPO)}`.",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--render", action="store_true", help="only render the table from the results file")
+    args = parser.parse_args()
+    publish(RESULTS, render, MARK, None if args.render else measure(args), pages=PAGES)
 
 
 if __name__ == "__main__":
