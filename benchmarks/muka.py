@@ -22,6 +22,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks.common import REPO, publish
 from benchmarks.seeds import bootstrap, interval, mean_std, signed
 from seqkd.engine import Engine
@@ -67,7 +69,7 @@ def measure(seeds: list[int], out: Path) -> dict[str, Any]:
     return {
         "recipe": str(RECIPE.relative_to(REPO)), "split": split, "sentences": len(gold), "seeds": seeds,
         "date": datetime.date.today().isoformat(),
-        "command": f"OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.muka --seeds {' '.join(map(str, seeds))}",
+        "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.muka --seeds {' '.join(map(str, seeds))}",
         "baseline": BASELINE, "stages": stages, "paired": paired,
     }
 
