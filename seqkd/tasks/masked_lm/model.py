@@ -41,8 +41,12 @@ class MaskedLanguageModel(nn.Module):
         self.encoder = build_encoder(config.layers, dim, config.heads, config.ffn_dim, config.dropout)
         self.transform = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), StandardLayerNorm(dim, bias=True))
         self.bias = nn.Parameter(torch.zeros(vocab_size))
-        # BERT's initialisation of the (tied) embeddings: N(0, 0.02), so the first logits are small
-        nn.init.normal_(self.embeddings.tokens.weight, std=0.02)
+        # BERT's initialisation of all three embeddings: N(0, 0.02). The tied token embeddings must
+        # start small so the first logits are; the position and segment embeddings must start as
+        # small, or they swamp the tokens under the input LayerNorm and the model learns only the
+        # token frequencies (an MLM stuck at its unigram loss).
+        for table in (self.embeddings.tokens, self.embeddings.positions, self.embeddings.segments):
+            nn.init.normal_(table.weight, std=0.02)
         with torch.no_grad():
             self.embeddings.tokens.weight[pad_idx].zero_()
 
