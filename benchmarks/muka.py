@@ -32,7 +32,7 @@ from seqkd.seeds import run_seeds
 RECIPE = REPO / "recipes" / "debian-sections" / "muka.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "muka.json"
 MARK = "muka"
-PAGES = (REPO / "docs" / "benchmarks.md",)
+PAGES = (REPO / "docs" / "benchmarks.md", REPO / "README.md")
 TEACHERS = ("teacher1", "teacher2", "teacher3")
 BASELINE = "vanilla"
 
