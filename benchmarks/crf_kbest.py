@@ -49,7 +49,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.date.today().isoformat(), "threads": torch.get_num_threads(), "tags": args.tags,
         "batch": args.batch, "batches": args.batches, "length": args.length, "rounds": args.rounds,
-        "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.crf_kbest --rounds {args.rounds}",
+        "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.crf_kbest "
+                   f"--tags {args.tags} --batch {args.batch} --length {args.length} --batches {args.batches} --rounds {args.rounds}",
         "sentences_per_s": {name: round(sentences / statistics.median(values), 1) for name, values in times.items()},
     }
 

@@ -41,10 +41,9 @@ class MaskedLanguageModel(nn.Module):
         self.encoder = build_encoder(config.layers, dim, config.heads, config.ffn_dim, config.dropout)
         self.transform = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), StandardLayerNorm(dim, bias=True))
         self.bias = nn.Parameter(torch.zeros(vocab_size))
-        # BERT's initialisation of all three embeddings: N(0, 0.02). The tied token embeddings must
-        # start small so the first logits are; the position and segment embeddings must start as
-        # small, or they swamp the tokens under the input LayerNorm and the model learns only the
-        # token frequencies (an MLM stuck at its unigram loss).
+        # BERT's initialisation of all three embeddings: N(0, 0.02). The tied token embeddings start
+        # small so the first logits are; the position and segment embeddings start as small so that,
+        # summed before the input LayerNorm, they do not outweigh the tokens 50 to 1.
         for table in (self.embeddings.tokens, self.embeddings.positions, self.embeddings.segments):
             nn.init.normal_(table.weight, std=0.02)
         with torch.no_grad():
