@@ -95,7 +95,7 @@ def render(results: dict[str, Any]) -> str:
         ci = interval(pair["zero_shot_ci95"]) if pair else ""
         lines.append(f"| {name} | `{stage['method']}` | " + " | ".join(cells) + f" | {delta} | {ci} |")
     pre = "; ".join(
-        f"{name}: masked-token accuracy {mean_std([s['accuracy'] for s in seeds])}" for name, seeds in results["pretraining"].items()
+        f"{name}: masked-token accuracy {mean_std([s['accuracy'] for s in seeds])} %, perplexity {mean_std([s['perplexity'] for s in seeds])}" for name, seeds in results["pretraining"].items()
     )
     lines += ["", (
         f"Accuracy (%) on {results['english']} English {results['split']} synopses and, zero-shot, on their translations "

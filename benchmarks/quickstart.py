@@ -21,7 +21,9 @@ import argparse
 import datetime
 from pathlib import Path
 
-from benchmarks.common import QUICKSTART, REPO, publish
+import torch
+
+from benchmarks.common import PAGES, QUICKSTART, REPO, publish
 from benchmarks.seeds import interval, mean_std, paired_bleu_ci, signed
 from seqkd.engine import Engine
 from seqkd.seeds import run_seeds, summarise
@@ -31,8 +33,8 @@ MARK = "quickstart"
 TEACHER, BASELINE = "teacher", "baseline"
 
 
-def measure(seeds: list[int], out: Path | None) -> dict:
-    runs = run_seeds(QUICKSTART, seeds, out, shared={TEACHER})
+def measure(seeds: list[int], out: Path | None, recipe: Path = QUICKSTART, module: str = "quickstart") -> dict:
+    runs = run_seeds(recipe, seeds, out, shared={TEACHER})
     summary = summarise(runs, baseline=BASELINE)
     engine = Engine(runs.recipe)
     task = engine.task()
@@ -45,13 +47,17 @@ def measure(seeds: list[int], out: Path | None) -> dict:
     refs = task.references(split, count)
     for name, pair in summary["paired"].items():
         pair["bleu_ci95"] = [round(x, 2) for x in paired_bleu_ci(predictions(name), predictions(BASELINE), refs)]
-    return {**summary, "recipe": str(QUICKSTART.relative_to(REPO)), "split": split, "sentences": count,
+    return {**summary, "recipe": str(recipe.relative_to(REPO)), "split": split, "sentences": count,
             "date": datetime.date.today().isoformat(),
-            "command": f"OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.quickstart --seeds {' '.join(map(str, seeds))}"}
+            "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.{module} --seeds {' '.join(map(str, seeds))}"}
 
 
 def render(results: dict) -> str:
-    """A markdown table: BLEU and chrF mean ± std, and word-KD's paired difference from the baseline."""
+    return table(results, RESULTS)
+
+
+def table(results: dict, results_path: Path) -> str:
+    """A markdown table: BLEU and chrF mean ± std, and each student's paired difference from the baseline."""
     lines = [
         "| stage | method | params | seeds | BLEU | chrF | Δ BLEU vs baseline per seed | Δ BLEU 95 % CI |",
         "|---|---|---|---|---|---|---|---|",
@@ -65,18 +71,20 @@ def render(results: dict) -> str:
     lines += ["", (
         f"{results['sentences']} {results['split']} verses, beam 4; the teacher is trained once, the students per seed "
         f"(seeds {', '.join(map(str, results['seeds']))}; {results['date']}). `{results['command']}`; "
-        f"results file: `{RESULTS.relative_to(REPO)}`."
+        f"results file: `{results_path.relative_to(REPO)}`."
     )]
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(recipe: Path = QUICKSTART, results: Path = RESULTS, mark: str = MARK, pages: tuple[Path, ...] = PAGES,
+         module: str = "quickstart", description: str = __doc__) -> None:
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: the recipe's, runs/quickstart)")
     parser.add_argument("--render", action="store_true", help="only render the tables from the results file")
     args = parser.parse_args()
-    publish(RESULTS, render, MARK, None if args.render else measure(args.seeds, args.out))
+    measured = None if args.render else measure(args.seeds, args.out, recipe, module)
+    publish(results, lambda r: table(r, results), mark, measured, pages=pages)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from benchmarks.common import PAGES
-RENDERED = ["summarization_kd", "classification_kd", "export_speed", "precision", "quickstart", "data_scale", "cascade_kd", "teacher_engine", "grad_sync", "muka", "multilingual", "wd_reproduction", "ner_kd", "crf_kbest", "word_kd_cost", "engine_overhead", "teacher_cache"]  # benchmarks whose tables are rendered from their results file
+RENDERED = ["summarization_kd", "classification_kd", "export_speed", "precision", "quickstart", "data_scale", "cascade_kd", "teacher_engine", "grad_sync", "muka", "multilingual", "wd_reproduction", "ner_kd", "seq_kd", "crf_kbest", "word_kd_cost", "engine_overhead", "teacher_cache"]  # benchmarks whose tables are rendered from their results file
 
 
 @pytest.mark.parametrize("name", RENDERED)
