@@ -185,7 +185,7 @@ def measure(seeds: list[int], tune_seeds: list[int], out: Path) -> dict[str, Any
         "recipe": str(RECIPE.relative_to(REPO)), "seeds": seeds, "test_sentences": len(gold),
         "test_entities": int(sum(c[:, 0].sum() + c[:, 2].sum() for c in counts["baseline"][:1])),
         "date": datetime.date.today().isoformat(),
-        "command": f"OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.ner_kd --seeds {' '.join(map(str, seeds))} "
+        "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.ner_kd --seeds {' '.join(map(str, seeds))} "
                    f"--tune-seeds {' '.join(map(str, tune_seeds))}",
         "tuning": tuning,
         "teacher": {"valid_f1": teacher_valid["f1"], "gap_to_baseline_valid": round(teacher_valid["f1"] - tuning["baseline_f1"], 2),

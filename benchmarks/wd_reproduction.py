@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks.common import REPO, publish
 from benchmarks.seeds import interval, mean_std, paired_bleu_ci, signed
 from seqkd.engine import Engine
@@ -72,7 +74,7 @@ def measure(shapes: list[str], seeds: list[int], out: Path) -> dict[str, Any]:
     return {
         "recipe": str(RECIPE.relative_to(REPO)), "split": evaluation.split, "sentences": len(refs), "seeds": seeds,
         "shapes": shapes, "date": datetime.date.today().isoformat(),
-        "command": f"OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.wd_reproduction --shapes {' '.join(shapes)} "
+        "command": f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python -m benchmarks.wd_reproduction --shapes {' '.join(shapes)} "
                    f"--seeds {' '.join(map(str, seeds))}",
         "stages": results, "paired": paired,
     }
