@@ -537,6 +537,10 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
                     problems.append(Problem(at + ("init",), f"stage {sc.init!r} cannot initialise this stage's model: {why}"))
         elif sc.init_layers is not None and "layer_init" not in spec.cls.capabilities:
             problems.append(Problem(at + ("init_layers",), f"task {spec.cls.name!r} cannot start a model from chosen layers (no layer_init capability)"))
+        elif sc.init_layers is not None and sc.model in models and roles.get(sc.init) in models:
+            why = spec.cls.layer_init_problem(models[sc.model], models[roles[sc.init]], sc.init_layers)
+            if why:
+                problems.append(Problem(at + ("init_layers",), why))
         elif sc.init is not None and sc.init_layers is None and sc.model in models and roles[sc.init] in models and models[roles[sc.init]] != models[sc.model]:
             problems.append(Problem(at + ("init",), (
                 f"stage {sc.init!r} trains model {roles[sc.init]!r}, whose config differs from {sc.model!r}: "

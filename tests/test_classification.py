@@ -249,12 +249,12 @@ def test_recipes_validate():
 
 def test_init_layers_needs_an_init_stage_and_a_task_that_can_pick_layers(tmp_path):
     from seqkd.recipe import RecipeError, load_recipe
-    from tests.conftest import tiny_recipe as translation_recipe
+    from tests.test_ner import tiny_ner_recipe
 
-    raw = translation_recipe(tmp_path / "run")
+    raw = tiny_ner_recipe(tmp_path / "run")
     raw["stages"][1]["init_layers"] = [0]
     with pytest.raises(RecipeError, match=r"init_layers.*name that stage in `init:`"):
         load_recipe(write_recipe(tmp_path / "a.yaml", raw))
     raw["stages"][1]["init"] = "teacher"
-    with pytest.raises(RecipeError, match=r"task 'translation' cannot start a model from chosen layers"):
+    with pytest.raises(RecipeError, match=r"task 'ner' cannot start a model from chosen layers"):
         load_recipe(write_recipe(tmp_path / "b.yaml", raw))

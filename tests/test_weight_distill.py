@@ -134,6 +134,44 @@ def test_init_must_name_an_earlier_stage_of_the_same_model(tmp_path):
     assert "unknown earlier stage 'later'" in text
 
 
+def test_a_student_starts_from_chosen_teacher_layers(task):
+    """The copied-layers control of the WD benchmark: encoder layers, then decoder layers."""
+    from seqkd.errors import DataError
+
+    torch.manual_seed(0)
+    teacher, student = build(task, TEACHER), build(task, SMALL)
+    task.init_from_layers(student, teacher, [0, 1, 2, 3, 4, 5, 0, 5])
+    for stack, pairs in (("encoder", [(i, i) for i in range(6)]), ("decoder", [(0, 0), (1, 5)])):
+        for i, j in pairs:
+            mine, theirs = getattr(student, stack).layers[i].state_dict(), getattr(teacher, stack).layers[j].state_dict()
+            assert all(torch.equal(mine[k], theirs[k]) for k in theirs), (stack, i, j)
+    assert not torch.equal(student.decoder.layers[1].ffn.inner_proj.weight, teacher.decoder.layers[1].ffn.inner_proj.weight)
+    assert torch.equal(student.final_proj.weight, teacher.final_proj.weight)
+    assert torch.equal(student.decoder.layer_norm.weight, teacher.decoder.layer_norm.weight)
+    with pytest.raises(DataError, match=r"the student has 6 encoder and 2 decoder layers; give 8 teacher layers, the encoder's first"):
+        task.init_from_layers(student, teacher, [0, 5])
+    with pytest.raises(DataError, match=r"the teacher has 6 decoder layers \(0\.\.5\), not 6"):
+        task.init_from_layers(student, teacher, [0, 1, 2, 3, 4, 5, 0, 6])
+    with pytest.raises(DataError, match=r"init needs equal widths"):
+        task.init_from_layers(build(task, {**SMALL, "decoder_ffn_dim": 64}), teacher, [0, 1, 2, 3, 4, 5, 0, 5])
+
+
+@pytest.mark.parametrize(("student", "layers", "message"), [
+    (SMALL, [0, 1, 2, 3, 4, 5, 5], r"the student has 6 encoder and 2 decoder layers; give 8 teacher layers"),
+    (TINY, [0, 1, 2, 3, 4, 5, 5], r"the student's sizes must be the teacher's: dec_dim 32 vs 64, dec_ffn_dim 64 vs 128"),
+])
+def test_init_layers_that_cannot_fit_are_refused_before_any_training(tmp_path, student, layers, message):
+    from seqkd.recipe import RecipeError, load_recipe
+
+    recipe = tiny_recipe(tmp_path / "run", models={"teacher": TEACHER, "student": student})
+    recipe["stages"] = [
+        {"name": "teacher", "method": "supervised", "model": "teacher"},
+        {"name": "copied", "method": "seq_kd", "model": "student", "teacher": "teacher", "init": "teacher", "init_layers": layers},
+    ]
+    with pytest.raises(RecipeError, match=r"stages\[1\]\.init_layers.*" + message):
+        load_recipe(write_recipe(tmp_path / "r.yaml", recipe))
+
+
 def test_wd_run_beats_an_untrained_student_and_reuses_the_seq_kd_cache(trained_run, tmp_path):
     """Both phases on the shared tiny run: phase 1 reads the teacher outputs seq_kd already cached;
     phase 2 fine-tunes the converted student."""

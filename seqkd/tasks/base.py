@@ -328,6 +328,12 @@ class TaskAdapter(ABC):
         student layer, in order) into ``student``."""
         raise NotImplementedError(f"task {self.name!r} does not offer layer_init")
 
+    @classmethod
+    def layer_init_problem(cls, student: BaseModel, teacher: BaseModel, layers: Sequence[int]) -> str | None:
+        """Why ``init_layers: layers`` cannot start a ``student`` from a ``teacher`` (model
+        configs), checked when a recipe is validated; None where only the built models can tell."""
+        return None
+
     # -- the ``shared_vocabulary`` and ``task_init`` capabilities ------------------------------
 
     def vocabulary_file(self) -> Path:

@@ -20,6 +20,7 @@ from seqkd.errors import DataError
 from seqkd.runtime import ensure_fairseq2
 from seqkd.tasks.classification.config import ClassifierConfig
 from seqkd.tasks.classification.pretrained import load_encoder
+from seqkd.tasks.layers import copy_layers
 
 ensure_fairseq2()
 
@@ -173,26 +174,9 @@ def init_from_layers(student: nn.Module, teacher: nn.Module, layers: list[int]) 
     stack into layer ``i`` of the student's; refused where the models differ in kind or width."""
     if type(student) is not type(teacher):
         raise DataError(f"a {type(student).__name__} student cannot start from a {type(teacher).__name__} teacher's layers")
-    depth = len(student.get_submodule(student.layer_prefix))
-    teacher_depth = len(teacher.get_submodule(teacher.layer_prefix))
-    if len(layers) != depth or any(not 0 <= j < teacher_depth for j in layers):
-        raise DataError(f"init layers {layers}: the student has {depth} layers and the teacher {teacher_depth}; give one teacher layer (0..{teacher_depth - 1}) per student layer")
-    source = teacher.state_dict()
-    state = {}
-    for key, value in source.items():
-        if not key.startswith(teacher.layer_prefix + "."):
-            state[key] = value
-            continue
-        index, rest = key[len(teacher.layer_prefix) + 1 :].split(".", 1)
-        for i, j in enumerate(layers):
-            if j == int(index):
-                state[f"{student.layer_prefix}.{i}.{rest}"] = value
-    try:
-        student.load_state_dict(state)
-    except RuntimeError as exc:
-        raise DataError(f"the student's layers do not fit the teacher's ({str(exc).strip().splitlines()[-1].strip()}); init needs equal widths") from None
-
-
+    if student.layer_prefix != teacher.layer_prefix:
+        raise DataError(f"the student's layers ({student.layer_prefix}) are not the teacher's ({teacher.layer_prefix})")
+    copy_layers(student, teacher, [student.layer_prefix], layers)
 
 
 def init_encoder_from(student: nn.Module, source: nn.Module, layers: list[int] | None) -> None:

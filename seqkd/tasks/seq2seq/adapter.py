@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from seqkd.errors import DataError
 from seqkd.hashing import file_sha256, settings_json
 from seqkd.tasks.base import HiddenStates, NBest, TargetSet, TaskAdapter, TokenLogits, with_target_sets
+from seqkd.tasks.layers import copy_layers, layers_problem
 from seqkd import distributed
 from seqkd.tasks.seq2seq.batching import (
     VIEW, EpochReader, Example, Seq2SeqBatch, StoredEpochReader, StoredItems, fixed_batches, stored_batches,
@@ -39,7 +40,7 @@ SENTENCE_END = frozenset(".!?")
 class Seq2SeqTask(TaskAdapter):
     """The shared part of the encoder-decoder tasks; see the module docstring."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states", "parameter_classes", "perturb", "ctranslate2"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"token_logits", "generation", "hidden_states", "parameter_classes", "perturb", "ctranslate2", "layer_init"})
     model_schema = TransformerConfig
     generation_schema: ClassVar[type[BeamSettings]] = BeamSettings
     noise_schema = Seq2SeqNoise
@@ -402,6 +403,20 @@ class Seq2SeqTask(TaskAdapter):
     def layer_counts(cls, model_config: TransformerConfig) -> dict[str, int]:
         """The depth of each layer stack, the prefix of its classes (known before a model is built)."""
         return {"encoder": model_config.encoder_layers, "decoder": model_config.decoder_layers}
+
+    def init_from_layers(self, student: torch.nn.Module, teacher: torch.nn.Module, layers: Sequence[int]) -> None:
+        """``layers`` lists the student's encoder layers, then its decoder layers, by the teacher
+        layer each starts from: a 6-2 student of a 6-6 teacher with ``[0, 1, 2, 3, 4, 5, 0, 5]``
+        keeps the whole encoder and the first and last decoder layers ("shrink and fine-tune")."""
+        copy_layers(student, teacher, ["encoder.layers", "decoder.layers"], layers)
+
+    @classmethod
+    def layer_init_problem(cls, student: TransformerConfig, teacher: TransformerConfig, layers: Sequence[int]) -> str | None:
+        sizes = ("encoder_dim", "dec_dim", "encoder_ffn_dim", "dec_ffn_dim", "encoder_heads", "dec_heads")
+        differ = [f"{name} {getattr(student, name)} vs {getattr(teacher, name)}" for name in sizes if getattr(student, name) != getattr(teacher, name)]
+        if differ:
+            return f"`init_layers` copies whole layers, so the student's sizes must be the teacher's: {', '.join(differ)}"
+        return layers_problem(cls.layer_counts(student), cls.layer_counts(teacher), layers)
 
     def nll(self, output: TokenLogits, label_smoothing: float) -> tuple[torch.Tensor, int]:
         mask = output.mask
